@@ -1,0 +1,5 @@
+import sys
+
+from speedtrace.cli import main
+
+sys.exit(main())

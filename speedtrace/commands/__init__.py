@@ -1,0 +1,1 @@
+"""Subcommands of the speedtrace CLI, one module each."""

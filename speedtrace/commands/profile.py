@@ -1,0 +1,11 @@
+"""`speedtrace profile` (not built yet)."""
+
+from speedtrace.errors import SpeedtraceError
+
+
+def add_arguments(parser):
+    pass
+
+
+def run(args):
+    raise SpeedtraceError("'profile' is not built yet")
