@@ -1,0 +1,169 @@
+"""Profile any training step function with torch.profiler and write a trace set.
+
+The protocol (issue "speedtrace profile"): first ``unprofiled`` steps are timed without the
+profiler, then ``wait + warmup + active`` steps run under a torch.profiler schedule. Every step
+is timed between device synchronisations. The dilation is the median profiled active step time
+over the median unprofiled step time, leaving out the last active step, whose end writes the
+trace. Output: ``rank-N.trace.json.gz`` per rank and, from rank 0, ``run.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from speedtrace.profiling.markers import MARKER_KERNEL, launch_marker
+from speedtrace.profiling.runmeta import environment
+
+# "timing" keeps dilation lowest; "full" keeps every CPU op and annotation (no shapes/stacks).
+MODES = ("timing", "full")
+# Measured on the H200 (benchmarks/RESULTS.md, "Profiler dilation"): CPU+CUDA activities without
+# shapes stayed within 1.03 on the speedrun config, so timing mode keeps the CPU side too: it is
+# the configuration that keeps the most attribution within that bound.
+TIMING_ACTIVITIES = "cpu+cuda"
+ACTIVITY_CHOICES = ("cuda", "cpu+cuda", "cpu")
+
+
+@dataclass
+class ProfileSettings:
+    out_dir: Path
+    first_step: int = 0
+    unprofiled: int = 10
+    wait: int = 1
+    warmup: int = 2
+    active: int = 6
+    mode: str = "timing"
+    activities: str | None = None       # None: chosen from mode and device
+    record_shapes: bool = False
+    with_stack: bool = False
+    profile_memory: bool = False
+    metadata: dict = field(default_factory=dict)  # merged into run.json (config, variant, ...)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.activities is not None and self.activities not in ACTIVITY_CHOICES:
+            raise ValueError(f"activities must be one of {ACTIVITY_CHOICES}")
+        if self.unprofiled < 1 or self.active < 2 or self.wait < 0 or self.warmup < 0:
+            raise ValueError("need unprofiled >= 1, active >= 2, wait >= 0, warmup >= 0")
+
+
+def choose_activities(mode: str, on_cuda: bool, requested: str | None) -> str:
+    if not on_cuda:
+        return "cpu"
+    if requested:
+        return requested
+    return TIMING_ACTIVITIES if mode == "timing" else "cpu+cuda"
+
+
+def _median_ms(times: list[float]) -> float | None:
+    return statistics.median(times) if times else None
+
+
+def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank: int = 0,
+            world_size: int = 1, device: str | None = None, log=print) -> dict:
+    """Run and profile ``step_fn(step)``; returns the run.json dict (written by rank 0).
+
+    ``step_fn`` must run one whole training step for the step number it is given. Steps
+    ``first_step .. first_step + unprofiled - 1`` are timed unprofiled, the following
+    ``wait + warmup + active`` steps run under the profiler; keep them in one stage of the
+    schedule so that the two medians compare like with like.
+    """
+    import torch
+
+    settings.validate()
+    on_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
+    activities = choose_activities(settings.mode, on_cuda, settings.activities)
+    use_markers = activities == "cuda"
+    marker_buf = torch.zeros(1, dtype=torch.int32, device="cuda") if use_markers else None
+    out = Path(settings.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    step = settings.first_step
+    unprofiled_ms = []
+    for _ in range(settings.unprofiled):
+        sync()
+        t0 = time.perf_counter()
+        step_fn(step)
+        sync()
+        unprofiled_ms.append((time.perf_counter() - t0) * 1e3)
+        step += 1
+    log(f"unprofiled: {len(unprofiled_ms)} steps, median {_median_ms(unprofiled_ms):.2f} ms")
+
+    prof_acts = []
+    if "cpu" in activities:
+        prof_acts.append(torch.profiler.ProfilerActivity.CPU)
+    if "cuda" in activities:
+        prof_acts.append(torch.profiler.ProfilerActivity.CUDA)
+    trace_path = out / f"rank-{rank}.trace.json.gz"
+
+    def write_trace(p):
+        p.export_chrome_trace(str(trace_path))
+
+    schedule = torch.profiler.schedule(wait=settings.wait, warmup=settings.warmup,
+                                       active=settings.active, repeat=1)
+    prof = torch.profiler.profile(
+        activities=prof_acts, schedule=schedule, on_trace_ready=write_trace,
+        record_shapes=settings.record_shapes, with_stack=settings.with_stack,
+        profile_memory=settings.profile_memory,
+    )
+    # ProfilerStep#N then carries the training step number, not the profiler's own count.
+    prof.step_num = step
+    first_active = step + settings.wait + settings.warmup
+    last_active = first_active + settings.active - 1
+    profiled_ms, active_steps = [], []
+    with prof:
+        prof.add_metadata("speedtrace_mode", settings.mode)
+        prof.add_metadata("speedtrace_activities", activities)
+        while step <= last_active:
+            active = step >= first_active
+            sync()
+            t0 = time.perf_counter()
+            if active and use_markers:
+                launch_marker(marker_buf)
+            step_fn(step)
+            if step == last_active:
+                if use_markers:
+                    launch_marker(marker_buf)  # closes the last step's window
+                sync()
+                # This step's prof.step() collects and writes the trace: left out of the median.
+                prof.step()
+            else:
+                prof.step()
+                sync()
+                if active:
+                    profiled_ms.append((time.perf_counter() - t0) * 1e3)
+            if active:
+                active_steps.append(step)
+            step += 1
+
+    med_u, med_p = _median_ms(unprofiled_ms), _median_ms(profiled_ms)
+    dilation = (med_p / med_u) if (med_u and med_p) else None
+    log(f"profiled: {len(profiled_ms)} steps, median {med_p:.2f} ms, dilation {dilation:.3f}")
+    run = {
+        "schema": "speedtrace.run/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **settings.metadata,
+        "mode": settings.mode,
+        "activities": activities,
+        "record_shapes": settings.record_shapes,
+        "with_stack": settings.with_stack,
+        "profile_memory": settings.profile_memory,
+        "world_size": world_size,
+        "unprofiled_steps": list(range(settings.first_step, settings.first_step + settings.unprofiled)),
+        "unprofiled_step_ms": [round(t, 4) for t in unprofiled_ms],
+        "profiled_steps": active_steps,
+        "profiled_step_ms": [round(t, 4) for t in profiled_ms],
+        "dilation": round(dilation, 4) if dilation else None,
+        "environment": environment(),
+    }
+    if use_markers:
+        run["step_markers"] = {"kernel": MARKER_KERNEL, "steps": active_steps}
+    if rank == 0:
+        (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    return run
