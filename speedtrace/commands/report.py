@@ -1,11 +1,113 @@
-"""`speedtrace report` (not built yet)."""
+"""`speedtrace report`: where a trace's GPU time went, as text, markdown or JSON."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
 
 from speedtrace.errors import SpeedtraceError
 
+DESCRIPTION = """\
+Summarise a torch.profiler trace (.json or .json.gz) or a directory of per-rank traces:
+GPU time split into compute, exposed communication, exposed memory traffic and idle time;
+compute/communication overlap; SM efficiency and contention; select_backward kernels; the
+longest idle and exposed-communication gaps with the phase and CPU op behind them; the top
+kernels. Definitions: metrics.md. Without PATH, a bundled sample trace is reported.
 
-def add_arguments(parser):
-    pass
+examples:
+  speedtrace report                       # the bundled H200 speedrun sample
+  speedtrace report --sample list         # the bundled samples
+  speedtrace report run/ --steps 11-12 --format md
+  speedtrace report rank-0.trace.json.gz --format json > report.json
+"""
+
+_STEPS = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
-def run(args):
-    raise SpeedtraceError("'report' is not built yet")
+def add_arguments(parser) -> None:
+    parser.add_argument("path", nargs="?", metavar="PATH",
+                        help="trace file or directory of rank traces (default: a bundled sample)")
+    parser.add_argument("--format", choices=("text", "md", "json"), default="text",
+                        help="output format (default: text)")
+    parser.add_argument("--steps", metavar="A-B",
+                        help="only profiler steps A to B (inclusive), or a single step N")
+    parser.add_argument("--rank", metavar="R", help="only rank R")
+    parser.add_argument("--top", metavar="N", default="10",
+                        help="longest gaps and top kernels to list (default: 10)")
+    parser.add_argument("--min-gap-us", metavar="X", default="5",
+                        help="list gaps of at least X µs; shorter ones are only counted (default: 5)")
+    parser.add_argument("--sample", metavar="NAME",
+                        help="report a bundled sample instead of PATH ('list' shows them)")
+
+
+def parse_steps(text: str | None) -> tuple[int, int] | None:
+    """``"A-B"`` -> (A, B); ``"N"`` -> (N, N); None -> None. SpeedtraceError otherwise."""
+    if text is None:
+        return None
+    m = _STEPS.match(text)
+    if not m:
+        raise SpeedtraceError(f"--steps: expected N or A-B (e.g. 11-12), got {text!r}")
+    first = int(m.group(1))
+    last = int(m.group(2)) if m.group(2) is not None else first
+    if last < first:
+        raise SpeedtraceError(f"--steps: {text!r} ends before it starts")
+    return first, last
+
+
+def _int_option(name: str, text: str | None, minimum: int = 0) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise SpeedtraceError(f"{name}: expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise SpeedtraceError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _float_option(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise SpeedtraceError(f"{name}: expected a number of microseconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise SpeedtraceError(f"{name}: must be a finite number ≥ 0, got {text!r}")
+    return value
+
+
+def run(args) -> int:
+    from speedtrace import samples
+
+    steps = parse_steps(args.steps)
+    rank = _int_option("--rank", args.rank)
+    top = _int_option("--top", args.top)
+    min_gap_us = _float_option("--min-gap-us", args.min_gap_us)
+
+    if args.sample == "list":
+        print(samples.list_samples())
+        return 0
+    if args.sample is not None and args.path is not None:
+        raise SpeedtraceError("give PATH or --sample NAME, not both")
+    path = args.path if args.path is not None else samples.sample_path(args.sample or samples.DEFAULT_SAMPLE)
+
+    # Imported here so that `speedtrace --help` and the other commands stay light.
+    from speedtrace.analysis.load import load
+    from speedtrace.analysis.report import build_report, jsonable, render_markdown, render_text
+
+    trace_set = load(path, progress=None)
+    report = build_report(trace_set, steps=steps, rank=rank, top=top, min_gap_us=min_gap_us)
+    if args.format == "json":
+        import json
+
+        print(json.dumps(jsonable(report), allow_nan=False, indent=1))
+        return 0
+    # The text forms use µ, ≥ and ·; never fail on a terminal that cannot show them.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+    if args.format == "md":
+        print(render_markdown(report), end="")
+    else:
+        print(render_text(report), end="")
+    return 0

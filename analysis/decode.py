@@ -1,0 +1,597 @@
+"""Decode one Kineto trace file into a ``RankTrace`` without building the JSON as Python dicts.
+
+The file is read once into memory (gzip decompressed whole; an uncompressed file is memory
+mapped). msgspec splits the top level into raw values, so metadata keys may sit before or after
+``traceEvents``. The events array is then decoded in chunks of about ``CHUNK_BYTES`` into
+``gc=False`` structs that name only the fields an analysis reads; each chunk becomes numpy
+columns and is freed before the next, so memory stays near the file size plus the columns.
+
+A chunk is cut just after a ``}`` that is followed by ``,`` and ``{``. Such a cut may fall inside
+a string or a nested object; the chunk is then not valid JSON (an unterminated string or an
+unclosed bracket), msgspec says so, and the cut moves to the next candidate. Every accepted cut
+therefore lies between two top-level events.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import re
+import zlib
+from collections.abc import Callable
+from itertools import compress
+from operator import attrgetter
+
+import msgspec
+import numpy as np
+
+from speedtrace.analysis.events import CAT_BY_NAME, COLUMNS, Cat, DeviceInfo, EventTable, RankTrace
+from speedtrace.errors import SpeedtraceError
+
+# Bytes of the events array decoded at once; tests shrink it to exercise the cuts.
+# Small chunks keep the decoded structs (about 4x their JSON bytes) small and are no slower:
+# measured on 17-140 MB traces, 256 KB beat 8 MB in both time and peak memory.
+CHUNK_BYTES = 256 << 10
+# Top-level values larger than this are not kept in RankTrace.metadata.
+METADATA_MAX_BYTES = 64 << 10
+
+_CUT = re.compile(rb"\}\s*,\s*\{")
+_EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
+_ERROR_BYTE = re.compile(r"\(byte (\d+)\)")
+_RANK_IN_NAME = re.compile(r"rank[-_]?(\d+)", re.IGNORECASE)
+_GZIP_MAGIC = b"\x1f\x8b"
+_NAN = float("nan")
+# Below 2**43 µs a float64 resolves half a nanosecond, so rounding ts * 1000 recovers the
+# integer nanoseconds Kineto wrote; differences are then exact instead of ~1 ns off.
+_NS_EXACT_LIMIT = float(2**43)
+_KEPT_CATS = {name: int(cat) for name, cat in CAT_BY_NAME.items()}
+
+
+class NotATraceError(SpeedtraceError):
+    """Valid JSON that is not a Kineto trace (no ``traceEvents`` list)."""
+
+
+class _Args(msgspec.Struct, gc=False):
+    stream: int = -1
+    correlation: int = -1
+    external_id: int = msgspec.field(name="External id", default=-1)
+    device: int = -1
+    grid: list[int] | None = None
+    block: list[int] | None = None
+    blocks_per_sm: float | str | None = msgspec.field(name="blocks per SM", default=None)
+    occupancy_pct: float | str | None = msgspec.field(
+        name="est. achieved occupancy %", default=None
+    )
+    registers: int = msgspec.field(name="registers per thread", default=-1)
+    shared_memory: int = msgspec.field(name="shared memory", default=-1)
+
+
+class _Event(msgspec.Struct, gc=False):
+    ph: str = ""
+    cat: str = ""
+    name: str = ""
+    pid: int | str = -1
+    tid: int | str = -1
+    ts: float = _NAN
+    dur: float = 0.0
+    args: _Args = msgspec.field(default_factory=_Args)
+
+
+# strict=False: numbers written as strings ("12") are read as numbers.
+_TYPED = msgspec.json.Decoder(list[_Event], strict=False)
+_UNTYPED = msgspec.json.Decoder()
+_TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+# ---------------------------------------------------------------------------- reading bytes
+
+
+def read_bytes(path: str) -> tuple[mmap.mmap, int]:
+    """The file's JSON bytes as a mapping and its length: plain files are memory-mapped,
+    gzip files decompressed into anonymous memory.
+
+    Both kinds of mapping let the parser hand pages it has decoded back to the OS.
+    """
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+            if magic == _GZIP_MAGIC:
+                f.seek(0)
+                return _gunzip(path, f.read())
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise SpeedtraceError(f"{path}: empty file")
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), size
+    except SpeedtraceError:
+        raise
+    except OSError as e:
+        raise SpeedtraceError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _gunzip(path: str, data: bytes) -> tuple[mmap.mmap, int]:
+    """Decompress all gzip members into an anonymous mapping; returns it and the byte count.
+
+    The mapping is sized from the gzip trailer's length field, capped at deflate's largest
+    ratio; untouched pages of an anonymous mapping cost nothing, so a generous size is free.
+    (``gzip.decompress`` instead grows a bytes object by copying and peaks near twice it.)
+    """
+    hint = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
+    cap = max(min(hint, len(data) * 1032), len(data) * 4, 1 << 16)
+    out = mmap.mmap(-1, cap)
+    view, pos, size, step = memoryview(data), 0, 0, 1 << 16
+    try:
+        while True:  # one gzip member per pass
+            dec = zlib.decompressobj(wbits=31)
+            while pos < len(data) and not dec.eof:
+                piece = dec.decompress(view[pos : pos + step])
+                if size + len(piece) > len(out):  # the length field lied (or >4 GB)
+                    bigger = mmap.mmap(-1, max(2 * len(out), size + len(piece)))
+                    bigger[:size] = out[:size]
+                    out.close()
+                    out = bigger
+                out[size : size + len(piece)] = piece
+                size += len(piece)
+                pos = min(pos + step, len(data))
+            if not dec.eof:
+                raise EOFError("compressed file ended before the end-of-stream marker")
+            pos -= len(dec.unused_data)
+            if not bytes(view[pos:]).strip(b"\0"):  # trailing zero padding is allowed
+                break
+            if view[pos : pos + 2] != _GZIP_MAGIC:
+                raise OSError("trailing garbage after the gzip stream")
+    except (EOFError, OSError, zlib.error) as e:
+        out.close()
+        raise SpeedtraceError(f"{path}: truncated or corrupt gzip ({e})") from None
+    if size == 0:
+        out.close()
+        raise SpeedtraceError(f"{path}: empty file (gzip of nothing)")
+    return out, size
+
+
+# ---------------------------------------------------------------------------- top level
+
+
+def _split_top(path: str, buf) -> dict[str, msgspec.Raw]:
+    try:
+        top = _TOP.decode(buf)
+    except msgspec.ValidationError:
+        raise NotATraceError(f"{path}: not a trace (top level is not a JSON object)") from None
+    except msgspec.DecodeError as e:
+        what = "truncated JSON" if "truncated" in str(e) else "not valid JSON"
+        raise SpeedtraceError(f"{path}: {what} ({e})") from None
+    raw = top.get("traceEvents")
+    if raw is None or not bytes(memoryview(raw)[:1]) == b"[":
+        raise NotATraceError(f"{path}: not a trace (no traceEvents list)")
+    return top
+
+
+def _small_value(raw: msgspec.Raw):
+    """Decode a top-level metadata value, or None when it is too large to keep."""
+    if len(memoryview(raw)) > METADATA_MAX_BYTES:
+        return None
+    return _UNTYPED.decode(raw)
+
+
+def _as_int(v, default=None):
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            return default
+    return default
+
+
+def _as_flag(v) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "yes", "on")
+    return bool(v) if isinstance(v, (bool, int, float)) else False
+
+
+def _devices(value) -> dict[int, DeviceInfo]:
+    devices: dict[int, DeviceInfo] = {}
+    if not isinstance(value, list):
+        return devices
+    for i, d in enumerate(value):
+        if not isinstance(d, dict):
+            continue
+        dev_id = _as_int(d.get("id"), i)
+        name = d.get("name")
+        devices[dev_id] = DeviceInfo(
+            id=dev_id,
+            name=name if isinstance(name, str) else None,
+            num_sms=_as_int(d.get("numSms")),
+            max_threads_per_sm=_as_int(d.get("maxThreadsPerMultiprocessor")),
+        )
+    return devices
+
+
+def rank_from_filename(path: str) -> int | None:
+    """The N of a ``rank[-_]?N`` pattern in the file name, if any."""
+    m = _RANK_IN_NAME.search(os.path.basename(path))
+    return int(m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------------------- events
+
+
+def _find_events(buf) -> tuple[dict[str, msgspec.Raw], int] | None:
+    """The top-level values before ``traceEvents`` and the offset of its ``[``.
+
+    None when the key is not found, or what precedes the match is not the start of a JSON
+    object (the match is then inside a string or a nested value): the caller decodes the whole
+    top level instead. Finding the array this way reads only the file's first bytes, so a
+    mapped file's pages are touched one chunk at a time.
+    """
+    m = _EVENTS_KEY.search(buf)
+    if m is None:
+        return None
+    head = bytes(buf[: m.start()]).strip()
+    if head.endswith(b","):
+        head = head[:-1]
+    try:
+        return _TOP.decode(head + b"}"), m.end() - 1
+    except msgspec.DecodeError:
+        return None
+
+
+def _cut_inside_event(err: msgspec.DecodeError, size: int) -> bool:
+    """Whether a chunk failed because its cut fell inside an event (unclosed string/bracket).
+
+    Such a chunk runs out of input, or meets the closing ``]`` added after the cut where a
+    nested value needed ``}``; any other error is in the trace itself or after its array.
+    """
+    text = str(err)
+    if "truncated" in text:
+        return True
+    at = _ERROR_BYTE.search(text)
+    return at is not None and "trailing" not in text and int(at.group(1)) >= size - 1
+
+
+class _EventChunks:
+    """Iterate over the events array from offset ``start`` (its ``[``) of ``view``, a chunk
+    of ``_Event`` at a time; afterwards ``trailing`` holds the top-level values after it.
+
+    The last events are decoded together with the rest of the top-level object
+    (``{"traceEvents":[`` + the remaining bytes + ``close``), which both finds the array's end
+    and validates everything after it.
+    """
+
+    def __init__(self, path: str, view: memoryview, start: int, close: bytes, chunk_bytes: int,
+                 on_bytes=None, release=None):
+        self.path, self.view, self.start, self.close = path, view, start, close
+        self.chunk_bytes, self.on_bytes, self.release = max(chunk_bytes, 1), on_bytes, release
+        self.trailing: dict[str, msgspec.Raw] = {}
+
+    def __iter__(self):
+        view, n = self.view, len(self.view)
+        pos = self.start + 1
+        while True:
+            target = pos + self.chunk_bytes
+            decoded = None
+            while target < n:
+                m = _CUT.search(view, target)
+                if m is None:
+                    break
+                cut = m.start() + 1
+                body = b"".join((b"[", view[pos:cut], b"]"))
+                try:
+                    decoded = _decode_chunk(body)
+                except msgspec.DecodeError as e:
+                    if _cut_inside_event(e, len(body)):
+                        target = m.end() - 1  # try the next candidate
+                        continue
+                break  # the array ended inside this chunk, or the JSON is broken
+            if decoded is None:
+                break
+            del body
+            pos = m.end() - 1
+            self._done(pos)
+            yield decoded
+            del decoded
+        yield self._tail(pos)
+        self._done(n)
+
+    def _done(self, pos: int) -> None:
+        if self.release is not None:
+            self.release(pos)
+        if self.on_bytes is not None:
+            self.on_bytes(pos - self.start, len(self.view) - self.start)
+
+    def _tail(self, pos: int) -> list[_Event]:
+        body = b"".join((b'{"traceEvents":[', self.view[pos:], self.close))
+        try:
+            top = _TOP.decode(body)
+        except msgspec.DecodeError as e:
+            what = "truncated JSON" if "truncated" in str(e) else "not valid JSON"
+            raise SpeedtraceError(f"{self.path}: {what} in or after traceEvents ({e})") from None
+        events = top.pop("traceEvents")
+        self.trailing = top
+        return _decode_chunk(events)
+
+
+class _PageReleaser:
+    """Drops decoded pages of a mapped file from this process (the OS keeps them cached), so
+    the resident size follows the columns built so far rather than the file size."""
+
+    def __init__(self, buf: mmap.mmap):
+        self.buf, self.done = buf, 0
+
+    def __call__(self, upto: int) -> None:
+        upto = upto // mmap.PAGESIZE * mmap.PAGESIZE
+        if upto > self.done:
+            self.buf.madvise(mmap.MADV_DONTNEED, self.done, upto - self.done)
+            self.done = upto
+
+
+def _decode_chunk(body: bytes) -> list[_Event]:
+    try:
+        return _TYPED.decode(body)
+    except msgspec.ValidationError:
+        # Some field has an unexpected type: decode untyped and coerce event by event.
+        return [_coerce(d) for d in _UNTYPED.decode(body)]
+
+
+def _num(v, kind, default):
+    """``v`` as a finite float or an int64 (integral values only), else ``default``."""
+    if isinstance(v, bool) or v is None:
+        return default
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return default
+    if not math.isfinite(x):
+        return default
+    if kind is float:
+        return x
+    if not x.is_integer():
+        return default
+    x = int(v) if isinstance(v, int) else int(x)
+    return x if -(2**63) <= x < 2**63 else default
+
+
+def _dims(v):
+    if isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        return v
+    return None
+
+
+def _coerce(d) -> _Event:
+    """A tolerant ``_Event`` from a plain decoded value (wrong types become missing values)."""
+    if not isinstance(d, dict):
+        return _Event()
+    a = d.get("args")
+    a = a if isinstance(a, dict) else {}
+    bps = a.get("blocks per SM")
+    occ = a.get("est. achieved occupancy %")
+    args = _Args(
+        stream=_num(a.get("stream"), int, -1),
+        correlation=_num(a.get("correlation"), int, -1),
+        external_id=_num(a.get("External id"), int, -1),
+        device=_num(a.get("device"), int, -1),
+        grid=_dims(a.get("grid")),
+        block=_dims(a.get("block")),
+        blocks_per_sm=_num(bps, float, None),
+        occupancy_pct=_num(occ, float, None),
+        registers=_num(a.get("registers per thread"), int, -1),
+        shared_memory=_num(a.get("shared memory"), int, -1),
+    )
+
+    def text(k):
+        v = d.get(k)
+        return v if isinstance(v, str) else ""
+
+    def ident(k):
+        v = d.get(k)
+        if isinstance(v, str):
+            return v
+        return _num(v, int, -1)
+
+    return _Event(
+        ph=text("ph"),
+        cat=text("cat"),
+        name=_name(d.get("name")),
+        pid=ident("pid"),
+        tid=ident("tid"),
+        ts=_num(d.get("ts"), float, _NAN),
+        dur=_num(d.get("dur"), float, 0.0),
+        args=args,
+    )
+
+
+def _name(v) -> str:
+    if isinstance(v, str):
+        return v
+    return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+
+
+def _real(v) -> float:
+    # "blocks per SM" may be written as the string "inf" (SM count unknown): not a number.
+    if type(v) is float:
+        return v
+    return _NAN if v is None else _num(v, float, _NAN)
+
+
+def _prod(v) -> int:
+    return math.prod(v) if v else -1
+
+
+_GET_ARGS, _GET_TS, _GET_DUR, _GET_PID, _GET_TID = map(attrgetter, ("args", "ts", "dur", "pid", "tid"))
+_GET_STREAM, _GET_CORRELATION, _GET_EXTERNAL_ID, _GET_DEVICE, _GET_REGISTERS, _GET_SHARED_MEMORY = map(
+    attrgetter, ("stream", "correlation", "external_id", "device", "registers", "shared_memory")
+)
+_KERNEL = int(Cat.KERNEL)
+_MISSING = {"grid_blocks": -1, "block_threads": -1, "blocks_per_sm": _NAN, "occupancy_pct": _NAN,
+            "registers": -1, "shared_memory": -1}
+_LAUNCH_COLUMNS = tuple(_MISSING)
+
+# The shortest event the loader keeps, '{"ph":"X","cat":"cpu_op","ts":0}' and a comma: an upper
+# bound on the number of events that fit in a span of bytes.
+_MIN_EVENT_BYTES = 33
+
+
+class _Columns:
+    """The columns, filled chunk by chunk, and the file's string table.
+
+    Each column is allocated once for the most events the array could hold. The part never
+    written is never touched, so it costs address space, not memory; at the end each column is
+    shrunk in place (realloc), so there is no concatenation and no second copy.
+    """
+
+    def __init__(self, max_events: int):
+        cap = max(int(max_events), 1)
+        self.cols = {k: np.empty(cap, dtype) for k, dtype in COLUMNS.items()}
+        self.n = 0
+        self.names: dict[str, int] = {}
+
+    def _reserve(self, n: int) -> None:
+        cap = len(self.cols["ts"])
+        if n > cap:  # only if the bound was wrong; grow geometrically
+            for arr in self.cols.values():
+                arr.resize(max(n, cap * 3 // 2), refcheck=False)
+
+    def add(self, events: list[_Event]) -> None:
+        kept = [e for e in events if e.ph == "X" and e.cat in _KEPT_CATS]
+        n = len(kept)
+        if not n:
+            return
+        lo, hi = self.n, self.n + n
+        self._reserve(hi)
+        cols = self.cols
+        args = list(map(_GET_ARGS, kept))
+        intern = self.names
+
+        def put(key, values, rows=slice(lo, hi), count=n):
+            cols[key][rows] = np.fromiter(values, COLUMNS[key], count=count)
+
+        put("ts", map(_GET_TS, kept))
+        put("dur", map(_GET_DUR, kept))
+        put("cat", [_KEPT_CATS[e.cat] for e in kept])
+        put("name", [intern.setdefault(e.name, len(intern)) for e in kept])
+        # String pids/tids ("Spans", "") are not device or stream numbers: -2.
+        put("pid", [p if type(p) is int else -2 for p in map(_GET_PID, kept)])
+        put("tid", [t if type(t) is int else -2 for t in map(_GET_TID, kept)])
+        put("stream", map(_GET_STREAM, args))
+        put("correlation", map(_GET_CORRELATION, args))
+        put("external_id", map(_GET_EXTERNAL_ID, args))
+        put("device", map(_GET_DEVICE, args))
+
+        # Launch configuration: only kernels carry it, so only kernels are read for it.
+        is_kernel = cols["cat"][lo:hi] == _KERNEL
+        rows = lo + np.flatnonzero(is_kernel)
+        kargs = list(compress(args, is_kernel.tolist()))
+        for key in _LAUNCH_COLUMNS:
+            cols[key][lo:hi] = _MISSING[key]
+        if kargs:
+            k = len(kargs)
+            put("grid_blocks", [_prod(a.grid) for a in kargs], rows, k)
+            put("block_threads", [_prod(a.block) for a in kargs], rows, k)
+            put("blocks_per_sm", [_real(a.blocks_per_sm) for a in kargs], rows, k)
+            put("occupancy_pct", [_real(a.occupancy_pct) for a in kargs], rows, k)
+            put("registers", map(_GET_REGISTERS, kargs), rows, k)
+            put("shared_memory", map(_GET_SHARED_MEMORY, kargs), rows, k)
+        self.n = hi
+
+    def table(self) -> tuple[EventTable, float]:
+        """The table with ts made relative to its earliest event, and that origin (abs µs)."""
+        cols = self.cols
+        for arr in cols.values():
+            arr.resize(self.n, refcheck=False)
+        ts = cols["ts"]
+        keep = np.isfinite(ts)
+        if not keep.all():  # an event without a timestamp cannot be placed
+            cols = {k: v[keep] for k, v in cols.items()}
+            ts = cols["ts"]
+        del keep
+        origin = 0.0
+        if len(ts):
+            if np.abs(ts).max() < _NS_EXACT_LIMIT:
+                # In place: round to integer ns, subtract (exact below 2**53), back to µs.
+                ts *= 1000.0
+                np.rint(ts, out=ts)
+                first = float(ts.min())
+                ts -= first
+                ts /= 1000.0
+                origin = first / 1000.0
+            else:
+                origin = float(ts.min())
+                ts -= origin
+        return EventTable(**cols, names=list(self.names)), origin
+
+
+# ---------------------------------------------------------------------------- one file
+
+
+def read_rank_trace(
+    path: str,
+    *,
+    chunk_bytes: int | None = None,
+    on_bytes: Callable[[int, int], None] | None = None,
+) -> RankTrace:
+    """Parse one trace file. ``rank`` is taken from distributedInfo or the file name, else -1.
+
+    ``on_bytes(done, total)`` is called after each chunk with the bytes of the events array
+    decoded so far and in all (for progress).
+    """
+    path = os.fspath(path)
+    buf, size = read_bytes(path)
+    view = memoryview(buf)[:size]
+    try:
+        found = _find_events(view)
+        if found is not None:
+            top, start = found
+            close, events_view = b"", view
+            release = _PageReleaser(buf) if hasattr(mmap, "MADV_DONTNEED") else None
+        else:
+            top = _split_top(path, view)
+            events_view = memoryview(top.pop("traceEvents"))
+            start, close, release = 0, b"}", None
+        events_bytes = len(events_view) - start
+        columns = _Columns(events_bytes // _MIN_EVENT_BYTES + 1)
+        chunks = _EventChunks(path, events_view, start, close, chunk_bytes or CHUNK_BYTES,
+                              on_bytes, release)
+        for chunk in chunks:
+            columns.add(chunk)
+            del chunk
+        top.update(chunks.trailing)
+        top.pop("traceEvents", None)
+        meta = {}
+        for key, raw in top.items():
+            value = _small_value(raw)
+            if value is not None:
+                meta[key] = value
+        del top, chunks, events_view
+    finally:
+        try:
+            view.release()
+            buf.close()
+        except BufferError:  # a view is still alive (an error path): the mapping goes with it
+            pass
+        del view, buf
+    table, origin = columns.table()
+
+    dist = meta.pop("distributedInfo", None)
+    dist = dist if isinstance(dist, dict) else None
+    rank = _as_int(dist.get("rank")) if dist else None
+    if rank is None:
+        rank = rank_from_filename(path)
+    world = _as_int(dist.get("world_size")) if dist else None
+    return RankTrace(
+        path=path,
+        rank=-1 if rank is None else rank,
+        events=table,
+        origin_ts_us=origin,
+        world_size=world if world and world > 0 else None,
+        devices=_devices(meta.pop("deviceProperties", None)),
+        distributed_info=dist,
+        record_shapes=_as_flag(meta.get("record_shapes")),
+        with_stack=_as_flag(meta.get("with_stack")),
+        profile_memory=_as_flag(meta.get("profile_memory")),
+        metadata=meta,
+    )

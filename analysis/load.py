@@ -1,0 +1,287 @@
+"""Load a trace file or a directory of per-rank trace files into a ``TraceSet``.
+
+Files are decoded by ``speedtrace.analysis.decode`` (chunked msgspec, numpy columns); a
+directory's files are decoded in parallel processes, which hand their ``RankTrace`` back by
+pickling (cheap for numpy columns). Ranks, world size and warnings follow metrics.md "Input".
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+import msgspec
+import numpy as np
+
+from speedtrace.analysis.decode import NotATraceError, read_rank_trace
+from speedtrace.analysis.events import GPU_ACTIVITY, RankTrace, TraceSet
+from speedtrace.errors import SpeedtraceError, warn
+
+RUN_JSON = "run.json"
+TRACE_SUFFIXES = (".json", ".json.gz")
+# Loads bigger than this show progress when stderr is a terminal.
+PROGRESS_MIN_BYTES = 50_000_000
+
+__all__ = ["discover", "load", "load_rank_file"]
+
+
+def discover(path) -> tuple[list[str], dict | None, list[str]]:
+    """The trace files to read for PATH, the ``run.json`` beside them (or None), and warnings.
+
+    A file is returned as is. For a directory: every ``*.json``/``*.json.gz`` in it except
+    ``run.json`` (sorted by name; whether each one is a trace is decided when it is read).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise SpeedtraceError(f"{path}: no such file or directory")
+    if not os.path.isdir(path):
+        return [path], None, []
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as e:
+        raise SpeedtraceError(f"{path}: cannot list directory ({e.strerror or e})") from None
+    warnings: list[str] = []
+    files = [
+        os.path.join(path, n)
+        for n in names
+        if n != RUN_JSON
+        and n.lower().endswith(TRACE_SUFFIXES)
+        and os.path.isfile(os.path.join(path, n))
+    ]
+    if not files:
+        raise SpeedtraceError(f"{path}: no trace files (*.json, *.json.gz) in directory")
+    run = None
+    run_path = os.path.join(path, RUN_JSON)
+    if os.path.isfile(run_path):
+        try:
+            with open(run_path, "rb") as f:
+                run = msgspec.json.decode(f.read())
+        except (OSError, msgspec.DecodeError) as e:
+            warnings.append(f"{run_path}: unreadable run metadata, ignored ({e})")
+            run = None
+        if run is not None and not isinstance(run, dict):
+            warnings.append(f"{run_path}: run metadata is not a JSON object, ignored")
+            run = None
+    return files, run, warnings
+
+
+def load_rank_file(path) -> RankTrace:
+    """Read one trace file in this process. Without rank metadata the rank is 0."""
+    trace = read_rank_trace(os.fspath(path))
+    if trace.rank < 0:
+        trace.rank = 0
+    return trace
+
+
+def load(path, *, workers: int | None = None, progress: bool | None = None) -> TraceSet:
+    """Load a trace file (``.json``/``.json.gz``) or a directory of per-rank trace files.
+
+    ``workers``: processes decoding files at once (default: one per file, up to the CPU count).
+    ``progress``: report files and bytes done on stderr (default: for loads over 50 MB when
+    stderr is a terminal). Raises ``SpeedtraceError`` for bad input; warnings are printed and
+    kept in ``TraceSet.warnings``.
+    """
+    path = os.fspath(path)
+    files, run, warnings = discover(path)
+    is_dir = os.path.isdir(path)
+    sizes = [_size(f) for f in files]
+    if progress is None:
+        progress = sum(sizes) > PROGRESS_MIN_BYTES and sys.stderr.isatty()
+    meter = _Progress(len(files), sum(sizes)) if progress else None
+
+    if workers is None:
+        workers = min(len(files), os.cpu_count() or 1)
+    workers = max(1, min(int(workers), len(files)))
+    if workers == 1:
+        results = [_read_in_process(f, s, meter, explicit=not is_dir) for f, s in zip(files, sizes)]
+    else:
+        results = _read_in_pool(files, sizes, workers, meter)
+    if meter:
+        meter.close()
+
+    ranks: list[RankTrace] = []
+    for res in results:
+        if isinstance(res, str):  # a JSON in the directory that is not a trace
+            warnings.append(f"{res}; skipped")
+        else:
+            ranks.append(res)
+    if not ranks:
+        raise SpeedtraceError(f"{path}: no trace files (only non-trace JSON) in directory")
+    warnings += _assign_ranks(ranks)
+    if is_dir:
+        warnings += _missing_ranks(ranks)
+    for r in ranks:
+        if not np.isin(r.events.cat, GPU_ACTIVITY).any():
+            warnings.append(f"{r.path}: no GPU events (kernel, memcpy, memset) in the trace")
+    for w in warnings:
+        warn(w)
+    return TraceSet(path=path, ranks=ranks, run=run, warnings=warnings)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _read_or_skip(path: str) -> RankTrace | str:
+    """Worker entry: the trace, or the reason text when the file is not a trace."""
+    try:
+        return read_rank_trace(path)
+    except NotATraceError as e:
+        return str(e)
+
+
+def _read_in_process(path: str, size: int, meter, *, explicit: bool) -> RankTrace | str:
+    if explicit:  # given as PATH, a non-trace file is an error
+        on_bytes = meter.file_fraction(size) if meter else None
+        result = _guard(path, lambda: read_rank_trace(path, on_bytes=on_bytes))
+    else:
+        result = _guard(path, lambda: _read_or_skip(path))
+    if meter:
+        meter.file_done(path, size)
+    return result
+
+
+def _guard(path: str, fn):
+    try:
+        return fn()
+    except SpeedtraceError:
+        raise
+    except MemoryError:
+        raise SpeedtraceError(f"{path}: out of memory while reading the trace") from None
+    except Exception as e:  # never a traceback for bad input
+        raise SpeedtraceError(f"{path}: cannot read trace ({type(e).__name__}: {e})") from None
+
+
+def _pool_context():
+    # fork shares the imported modules with the workers at no cost; macOS and Windows
+    # cannot fork safely, so they spawn.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _read_in_pool(files, sizes, workers, meter) -> list:
+    results: list = [None] * len(files)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+        # Biggest files first, so a large one does not start last and run alone.
+        order = sorted(range(len(files)), key=lambda i: -sizes[i])
+        futures = {pool.submit(_read_or_skip, files[i]): i for i in order}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = futures[fut]
+                    results[i] = _guard(files[i], fut.result)
+                    if meter:
+                        meter.file_done(files[i], sizes[i])
+        except BrokenProcessPool:
+            names = ", ".join(files[futures[f]] for f in pending | done)
+            raise SpeedtraceError(
+                f"{names}: a loader process died (out of memory?)"
+            ) from None
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+    return results
+
+
+def _assign_ranks(ranks: list[RankTrace]) -> list[str]:
+    """Resolve unknown ranks, reject duplicates, and sort ``ranks`` in place."""
+    warnings = []
+    unknown = [r for r in ranks if r.rank < 0]
+    if unknown and len(ranks) > 1:
+        names = ", ".join(r.path for r in unknown)
+        raise SpeedtraceError(
+            f"{names}: no rank (no distributedInfo.rank and no rank-N in the file name) "
+            "in a set of several traces"
+        )
+    if unknown:
+        unknown[0].rank = 0
+        warnings.append(f"{unknown[0].path}: no rank metadata; assuming rank 0")
+    by_rank: dict[int, list[str]] = {}
+    for r in ranks:
+        by_rank.setdefault(r.rank, []).append(r.path)
+    dup = {k: v for k, v in by_rank.items() if len(v) > 1}
+    if dup:
+        k, paths = min(dup.items())
+        raise SpeedtraceError(f"{', '.join(paths)}: several files claim rank {k}")
+    ranks.sort(key=lambda r: r.rank)
+    return warnings
+
+
+def _missing_ranks(ranks: list[RankTrace]) -> list[str]:
+    world = max((r.world_size or 0 for r in ranks), default=0)
+    have = {r.rank for r in ranks}
+    missing = [k for k in range(world) if k not in have]
+    if not missing:
+        return []
+    where = os.path.dirname(ranks[0].path) or "."
+    return [
+        f"{where}: trace set has {len(have)} of world_size {world} ranks; "
+        f"missing {_ranges(missing)}"
+    ]
+
+
+def _ranges(values: list[int]) -> str:
+    """'1-3, 7' for [1, 2, 3, 7]."""
+    parts, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            parts.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(parts)
+
+
+class _Progress:
+    """One self-overwriting stderr line: files done and megabytes read."""
+
+    def __init__(self, files: int, total_bytes: int):
+        self.files, self.total = files, max(total_bytes, 1)
+        self.done_files = self.done_bytes = 0
+        self._file_bytes = 0  # bytes of the file being read in this process
+        self._last = 0.0
+
+    def file_fraction(self, size: int):
+        """A callback for ``read_rank_trace(on_bytes=...)`` while a file of ``size`` is read."""
+
+        def on_bytes(done: int, total: int) -> None:
+            self._file_bytes = size * done // max(total, 1)
+            self._show()
+
+        return on_bytes
+
+    def file_done(self, path: str, size: int) -> None:
+        self.done_files += 1
+        self.done_bytes += size
+        self._file_bytes = 0
+        self._show(force=True)
+
+    def _show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        mb = (self.done_bytes + self._file_bytes) / 1e6
+        print(
+            f"\rspeedtrace: loading traces: {self.done_files}/{self.files} files, "
+            f"{min(mb, self.total / 1e6):.0f}/{self.total / 1e6:.0f} MB",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        print(file=sys.stderr, flush=True)
