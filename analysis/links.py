@@ -16,6 +16,7 @@ import numpy as np
 from speedtrace.analysis.events import LAUNCH_CATS, Cat, EventTable, RankTrace
 
 PROFILER_STEP = re.compile(r"^ProfilerStep#(\d+)$")
+INDUCTOR_RANGE = re.compile(r"^## Call CompiledFxGraph \S+ ##$")
 
 
 def launch_rows(ev: EventTable, rows: np.ndarray) -> np.ndarray:
@@ -132,10 +133,13 @@ class CpuContext:
         ev = self.ev
         self.ops = _range_nesting(ev, ev.cat == Cat.CPU_OP)
         # ProfilerStep#N is a step window, not a phase: a launch under no other annotation has
-        # no phase rather than the step as its phase.
-        step_names = np.array([bool(PROFILER_STEP.match(n)) for n in ev.names], dtype=bool)
-        is_step = step_names[ev.name] if len(ev.names) else np.zeros(len(ev), bool)
-        self.annotations = _range_nesting(ev, (ev.cat == Cat.USER_ANNOTATION) & ~is_step)
+        # no phase rather than the step as its phase. Inductor's "## Call CompiledFxGraph <hash> ##"
+        # ranges are not phases either: they would hide the user's forward/backward/optimizer
+        # ranges around them, and their hash changes with every code change.
+        not_phase = np.array([bool(PROFILER_STEP.match(n) or INDUCTOR_RANGE.match(n)) for n in ev.names],
+                             dtype=bool)
+        skip = not_phase[ev.name] if len(ev.names) else np.zeros(len(ev), bool)
+        self.annotations = _range_nesting(ev, (ev.cat == Cat.USER_ANNOTATION) & ~skip)
 
     def innermost_op(self, launch: np.ndarray) -> np.ndarray:
         """Row of the innermost ``cpu_op`` on the launch's thread containing its start (-1)."""

@@ -40,6 +40,7 @@ def build_report(trace_set, *, steps: tuple[int, int] | None = None, rank: int |
     ``min_gap_us`` are only counted. Asking for a rank or steps the trace set lacks raises
     ``SpeedtraceError`` naming the trace set and what it has.
     """
+    from speedtrace.analysis.host import host_report
     from speedtrace.analysis.metrics import device_report
 
     rank_traces = list(trace_set.ranks)
@@ -51,15 +52,18 @@ def build_report(trace_set, *, steps: tuple[int, int] | None = None, rank: int |
 
     warnings = list(trace_set.warnings)
     warnings += _dilation_warnings(trace_set, rank_traces)
-    entries = []
+    entries, hosts = [], []
     for rt in rank_traces:
-        # A rank without GPU activity has no entry; the loader has already warned about it.
-        for device_id in rt.gpu_devices():
+        devices = rt.gpu_devices()
+        # A rank without GPU activity (the loader has warned) still times its steps on the host.
+        if not devices:
+            hosts.append(host_report(rt, step_range=steps))
+        for device_id in devices:
             entries.append(device_report(rt, device_id, trace_set.run, step_range=steps,
                                          min_gap_us=min_gap_us, top=top))
     for e in entries:  # e.g. step windows that could not be found
         warnings += [w for w in e.get("warnings", []) if w not in warnings]
-    if steps is not None and entries and not any(e.get("steps") for e in entries):
+    if steps is not None and (entries or hosts) and not any(e.get("steps") for e in entries + hosts):
         raise SpeedtraceError(f"{trace_set.path}: no profiler steps in {_steps_label(steps)} "
                               f"({_steps_present(rank_traces, trace_set.run)})")
     return {
@@ -70,6 +74,7 @@ def build_report(trace_set, *, steps: tuple[int, int] | None = None, rank: int |
         "run": run_summary(trace_set.run),
         "warnings": warnings,
         "ranks": entries,
+        "hosts": hosts,
     }
 
 
@@ -327,8 +332,12 @@ def render_text(report: dict) -> str:
     if run_line:
         lines.append(run_line)
     entries = report.get("ranks", [])
+    for host in report.get("hosts", []):
+        lines.append("")
+        lines += _text_host(host)
     if not entries:
-        lines.append("no GPU activity in this trace set: nothing to report")
+        if not report.get("hosts"):
+            lines.append("no GPU activity in this trace set: nothing to report")
         return "\n".join(lines) + "\n"
     if len(entries) > DETAIL_ALL_UP_TO:
         lines.append("")
@@ -340,6 +349,22 @@ def render_text(report: dict) -> str:
         lines.append("")
         lines += _text_entry(entry, min_gap_us)
     return "\n".join(lines) + "\n"
+
+
+def _text_host(host: dict) -> list[str]:
+    """A rank without GPU activity: its steps' CPU wall time and its phases' CPU time."""
+    lines = [f"rank {host['rank']} · no GPU activity: host-side times only "
+             f"(steps from {host['step_source']})"]
+    if host["steps"]:
+        rows = [["step", "wall ms"]] + [[str(s["step"]), _ms(s["step_wall_us"])] for s in host["steps"]]
+        lines += _table(rows, right={0, 1}, indent="  ")
+    else:
+        lines.append("  no ProfilerStep annotations: no per-step times")
+    if host["phases"]:
+        rows = [["phase (record_function)", "count", "CPU ms"]]
+        rows += [[_short(p["phase"]), str(p["count"]), _ms(p["cpu_us"])] for p in host["phases"][:12]]
+        lines += _table(rows, right={1, 2}, indent="  ")
+    return lines
 
 
 def _table(rows: list[list[str]], right: set[int], indent: str = "") -> list[str]:

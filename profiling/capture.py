@@ -105,23 +105,26 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     def write_trace(p):
         p.export_chrome_trace(str(trace_path))
 
+    # ProfilerStep#N should carry the training step number, and the schedule counts from the
+    # profiler's step_num: start both at the current step and skip the steps before it.
     schedule = torch.profiler.schedule(wait=settings.wait, warmup=settings.warmup,
-                                       active=settings.active, repeat=1)
+                                       active=settings.active, repeat=1, skip_first=step)
     prof = torch.profiler.profile(
         activities=prof_acts, schedule=schedule, on_trace_ready=write_trace,
         record_shapes=settings.record_shapes, with_stack=settings.with_stack,
         profile_memory=settings.profile_memory,
     )
-    # ProfilerStep#N then carries the training step number, not the profiler's own count.
     prof.step_num = step
     first_active = step + settings.wait + settings.warmup
     last_active = first_active + settings.active - 1
     profiled_ms, active_steps = [], []
     with prof:
-        prof.add_metadata("speedtrace_mode", settings.mode)
-        prof.add_metadata("speedtrace_activities", activities)
         while step <= last_active:
             active = step >= first_active
+            if step == first_active:
+                # Metadata can only be added while the profiler is collecting.
+                prof.add_metadata("speedtrace_mode", settings.mode)
+                prof.add_metadata("speedtrace_activities", activities)
             sync()
             t0 = time.perf_counter()
             if active and use_markers:
