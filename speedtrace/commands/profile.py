@@ -1,11 +1,79 @@
-"""`speedtrace profile` (not built yet)."""
+"""`speedtrace profile`: profile training steps of the bundled trainer and write a trace set."""
 
-from speedtrace.errors import SpeedtraceError
+from __future__ import annotations
+
+import os
+
+from speedtrace.trainer.config import REVERTIBLE  # plain dataclasses: no torch at import
+
+DESCRIPTION = """\
+Build and warm up the bundled record-233 trainer, time --unprofiled steps without the profiler,
+then run --wait + --warmup + --active steps under torch.profiler (validation off). Writes
+OUT/trace/rank-N.trace.json.gz per rank and OUT/trace/run.json (config, variant, reverted changes,
+versions, device, profiler mode, unprofiled and profiled step times, dilation, step markers).
+
+Dilation = median profiled step time / median unprofiled step time, both timed between
+device synchronisations, leaving out the last active step (its end writes the trace).
+
+modes:
+  timing  the least dilating configuration (CPU+CUDA activities without shapes on the H200,
+          measured; CUDA-only with step-marker kernels via --activities cuda)
+  full    CPU+CUDA activities: every CPU op, launch and record_function range
+Shapes, stacks and memory (--record-shapes, --with-stack, --profile-memory) are opt-in: they
+dilate the step several-fold, and `speedtrace report` then warns which numbers they distort.
+
+examples:
+  speedtrace profile --config tiny --device cpu --out runs/tiny
+  speedtrace profile --config speedrun --data DIR --start-step 10 --mode full --out runs/record
+  speedtrace profile --config speedrun --data DIR --start-step 10 --variant parent --out runs/parent
+  speedtrace diff runs/parent/trace runs/record/trace"""
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("--config", default="speedrun", choices=["speedrun", "tiny"],
+                        help="speedrun: the record (default); tiny: the same topology on a CPU")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default=None,
+                        help="default: cuda when available, else cpu")
+    parser.add_argument("--start-step", type=int, default=0, metavar="S",
+                        help="first step run (fresh weights, schedule state of step S; default 0)")
+    parser.add_argument("--variant", choices=["record", "parent"], default="record",
+                        help="parent: revert all four kernel changes of PR #233")
+    parser.add_argument("--revert", metavar="CHANGE,...", default=None,
+                        help="restore the parent's behaviour for these changes: " + ", ".join(REVERTIBLE))
+    parser.add_argument("--unprofiled", type=int, default=10, metavar="N",
+                        help="steps timed without the profiler first (default 10)")
+    parser.add_argument("--wait", type=int, default=0, metavar="W", help="profiler schedule: wait steps (0)")
+    parser.add_argument("--warmup", type=int, default=2, metavar="U", help="profiler schedule: warm-up steps (2)")
+    parser.add_argument("--active", type=int, default=6, metavar="A",
+                        help="profiler schedule: traced steps (6; the last is left out of the dilation)")
+    parser.add_argument("--mode", choices=["timing", "full"], default="timing")
+    parser.add_argument("--activities", choices=["cuda", "cpu+cuda", "cpu"], default=None,
+                        help="override the activities the mode chooses")
+    parser.add_argument("--record-shapes", action="store_true", help="opt-in: dilates the step")
+    parser.add_argument("--with-stack", action="store_true", help="opt-in: dilates the step")
+    parser.add_argument("--profile-memory", action="store_true", help="opt-in: dilates the step")
+    parser.add_argument("--compile-warmup", choices=["full", "stage1", "none"], default="stage1",
+                        help="trainer compile warm-up before timing (default: the start stage's steps)")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="token shards; the tiny config makes synthetic ones when not given")
+    parser.add_argument("--out", metavar="DIR", default="profile-out", help="output directory")
+    parser.add_argument("--compile", action="store_true", help="torch.compile on CPU too")
+    parser.add_argument("--seed", type=int, default=0)
 
 
-def run(args):
-    raise SpeedtraceError("'profile' is not built yet")
+def run(args) -> int:
+    os.environ.setdefault("PYTORCH_ALLOC_CONF", "expandable_segments:True")
+    from speedtrace.errors import SpeedtraceError
+    from speedtrace.profiling.trainer_profile import profile_trainer
+
+    for name in ("unprofiled", "wait", "warmup", "active"):
+        if getattr(args, name) < 0:
+            raise SpeedtraceError(f"--{name} must not be negative")
+    if args.unprofiled < 10 or args.active < 6:
+        print("speedtrace profile: note: the dilation needs at least 10 unprofiled and 6 active steps "
+              "to meet its definition", flush=True)
+    try:
+        profile_trainer(args)
+    except ValueError as exc:
+        raise SpeedtraceError(str(exc)) from None
+    return 0

@@ -1,0 +1,160 @@
+"""Softcapped multi-token cross-entropy over FP8 lm_head logits: one Triton program per row.
+
+Forward: lse of z = A·σ((logit + B)/C) over the row, and loss = Σ_k w_k·(lse − z[target[row+k]]).
+Because σ ∈ (0, 1), z < max(A, 0): the exponentials are taken relative to that fixed bound, which
+cannot overflow and needs neither a running maximum nor rescaling of the partial sums.
+Backward: the logits gradient, divided by grad_s and stored as float8 e5m2 for the two FP8
+matmuls that follow. Float scalars are cast to fp32 explicitly inside the kernels: a caller that
+hands them over as fp64 (as torch.compile does for traced Triton kernels) must not change the
+kernels' arithmetic.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from speedtrace.kernels import reference
+from speedtrace.kernels._dispatch import record_launch
+from speedtrace.kernels.triton_common import INTERPRET, cast
+
+BLOCK = 64 if INTERPRET else 1024
+NUM_WARPS = 2 if INTERPRET else 4
+
+
+@triton.jit
+def _softcap(logit, A, B, C):
+    """(z, σ(u)) for u = (logit + B)/C, all fp32."""
+    sig = tl.sigmoid((logit.to(tl.float32) + B) / C)
+    return A * sig, sig
+
+
+@triton.jit
+def softcapped_ce_fwd_kernel(
+    logits, losses, lse_out, targets, weights, n_rows, n_cols, n_predict, s_row,
+    A, B, C, BLOCK: tl.constexpr,
+):
+    A = tl.cast(A, tl.float32)
+    B = tl.cast(B, tl.float32)
+    C = tl.cast(C, tl.float32)
+    row = tl.program_id(0).to(tl.int64)
+    row_ptr = logits + row * s_row
+    shift = tl.maximum(A, 0.0)
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        z, _ = _softcap(tl.load(row_ptr + cols, mask=cols < n_cols, other=0.0), A, B, C)
+        acc += tl.where(cols < n_cols, tl.exp(z - shift), 0.0)
+    lse = shift + tl.log(tl.sum(acc, axis=0))
+    tl.store(lse_out + row, lse)
+    loss = tl.zeros((), dtype=tl.float32)
+    for k in range(n_predict):
+        src = row + k
+        w = tl.load(weights + k).to(tl.float32)
+        tgt = tl.load(targets + src, mask=src < n_rows, other=-1).to(tl.int64)
+        ok = (src < n_rows) & (w > 0) & (tgt >= 0) & (tgt < n_cols)
+        z_t, _ = _softcap(tl.load(row_ptr + tgt, mask=ok, other=0.0), A, B, C)
+        loss += tl.where(ok, w * (lse - z_t), 0.0)
+    tl.store(losses + row, loss)
+
+
+@triton.jit
+def softcapped_ce_bwd_kernel(
+    grad_logits, grad_losses, lse_in, logits, targets, weights, n_rows, n_cols, n_predict,
+    s_row, s_grad_row, A, B, C, grad_s, BLOCK: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    A = tl.cast(A, tl.float32)
+    B = tl.cast(B, tl.float32)
+    C = tl.cast(C, tl.float32)
+    grad_s = tl.cast(grad_s, tl.float32)
+    row = tl.program_id(0).to(tl.int64)
+    row_ptr = logits + row * s_row
+    out_ptr = grad_logits + row * s_grad_row
+    lse = tl.load(lse_in + row)
+    g = tl.load(grad_losses + row).to(tl.float32)
+    # S_w counts every in-range k, as the record does (the forward also skips w <= 0 and bad targets).
+    s_w = tl.zeros((), dtype=tl.float32)
+    for k in range(n_predict):
+        s_w += tl.where(row + k < n_rows, tl.load(weights + k).to(tl.float32), 0.0)
+    scale = g * (A / C) / grad_s
+    for start in range(0, n_cols, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        z, sig = _softcap(tl.load(row_ptr + cols, mask=cols < n_cols, other=0.0), A, B, C)
+        picked = tl.zeros((BLOCK,), dtype=tl.float32)
+        for k in range(n_predict):
+            src = row + k
+            tgt = tl.load(targets + src, mask=src < n_rows, other=-1).to(tl.int64)
+            picked += tl.where(cols == tgt, tl.load(weights + k).to(tl.float32), 0.0)
+        dz = s_w * tl.exp(z - lse) - picked
+        d = scale * dz * sig * (1.0 - sig)
+        tl.store(out_ptr + cols, cast(d, tl.float8e5, INTERPRET), mask=cols < n_cols)
+
+
+def softcapped_ce_forward(logits, targets, mtp_weights, A=reference.SOFTCAP_A, B=reference.SOFTCAP_B,
+                          C=reference.SOFTCAP_C):
+    """(losses, lse), fp32 (n_rows,), for bf16 logits (n_rows, n_cols); see the reference."""
+    n_rows, n_cols = logits.shape
+    losses = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+    lse = torch.empty_like(losses)
+    if n_rows == 0:
+        return losses, lse
+    logits = logits if logits.stride(1) == 1 else logits.contiguous()
+    grid = record_launch("softcapped_ce_fwd_kernel", (n_rows,))
+    softcapped_ce_fwd_kernel[grid](
+        logits, losses, lse, targets.contiguous(), mtp_weights.contiguous(), n_rows, n_cols,
+        mtp_weights.shape[0], logits.stride(0), float(A), float(B), float(C), BLOCK=BLOCK,
+        num_warps=NUM_WARPS)
+    return losses, lse
+
+
+def softcapped_ce_backward(grad_losses, logits, lse, targets, mtp_weights, grad_s,
+                           A=reference.SOFTCAP_A, B=reference.SOFTCAP_B, C=reference.SOFTCAP_C):
+    """The logits gradient / grad_s as float8_e5m2 (n_rows, n_cols); see the reference."""
+    n_rows, n_cols = logits.shape
+    out = torch.empty((n_rows, n_cols), dtype=torch.float8_e5m2, device=logits.device)
+    if n_rows == 0:
+        return out
+    logits = logits if logits.stride(1) == 1 else logits.contiguous()
+    grid = record_launch("softcapped_ce_bwd_kernel", (n_rows,))
+    softcapped_ce_bwd_kernel[grid](
+        out, grad_losses.contiguous(), lse, logits, targets.contiguous(), mtp_weights.contiguous(),
+        n_rows, n_cols, mtp_weights.shape[0], logits.stride(0), out.stride(0),
+        float(A), float(B), float(C), float(grad_s), BLOCK=BLOCK, INTERPRET=INTERPRET,
+        num_warps=NUM_WARPS)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The FP8 matmuls around the kernels (torch._scaled_mm, sm_89+)
+
+
+def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
+    return torch.full((), value, dtype=torch.float32, device=like.device)
+
+
+def _fits_scaled_mm(*dims: int) -> bool:
+    return all(d % 16 == 0 for d in dims)
+
+
+def fp8_head(x: torch.Tensor, w: torch.Tensor, x_s: float, w_s: float):
+    """(logits bf16 (n, V), x_f8, w_f8) with ``torch._scaled_mm`` (fast accumulation)."""
+    if not _fits_scaled_mm(*x.shape, w.shape[1]):
+        return reference.fp8_head(x, w, x_s, w_s)
+    x_f8 = x.div(x_s).to(torch.float8_e4m3fn)
+    w_f8 = w.div(w_s).to(torch.float8_e4m3fn)
+    # _scaled_mm wants its second operand column-major.
+    logits = torch._scaled_mm(x_f8, w_f8.T.contiguous().T, scale_a=_scalar(x_s, x), scale_b=_scalar(w_s, x),
+                              out_dtype=torch.bfloat16, use_fast_accum=True)
+    return logits, x_f8, w_f8
+
+
+def fp8_head_backward(dlogit_f8, x_f8, w_f8, x_s, w_s, grad_s):
+    """(dx bf16 (n, K), dw fp32 (K, V)) from the e5m2 logits gradient (scaled by 1/grad_s)."""
+    if not _fits_scaled_mm(*x_f8.shape, w_f8.shape[1]):
+        return reference.fp8_head_backward(dlogit_f8, x_f8, w_f8, x_s, w_s, grad_s)
+    g = _scalar(grad_s, dlogit_f8)
+    dx = torch._scaled_mm(dlogit_f8, w_f8.T, scale_a=g, scale_b=_scalar(w_s, g), out_dtype=torch.bfloat16)
+    dw = torch._scaled_mm(x_f8.T.contiguous(), dlogit_f8.T.contiguous().T, scale_a=_scalar(x_s, g), scale_b=g,
+                          out_dtype=torch.float32)
+    return dx, dw

@@ -1,0 +1,179 @@
+"""The MLP's fused GEMM: pre = a·bᵀ with a ReLU² epilogue (forward) or its derivative (backward).
+
+Forward mode writes pre (a·bᵀ rounded to bf16) and post = relu(pre)². Backward mode reads pre and
+writes 2·(a·bᵀ)·relu(pre), where a is the output gradient and b the second weight, i.e. the
+gradient with respect to pre. Two variants compute the same thing:
+- "tma" (Hopper, sm_90+): persistent (one program per SM walking tiles with stride #SMs), with
+  host-side tensor descriptors for every load and store; the 128×256 accumulator is written as
+  two 128×128 halves to halve the epilogue's registers and shared memory.
+- "pointer": one program per tile with ordinary pointer loads, for older GPUs; the interpreter
+  runs either (tests cover both).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from speedtrace.kernels._dispatch import record_launch
+from speedtrace.kernels.triton_common import INTERPRET, cast, dot
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # Triton < 3.4: no host descriptors, the pointer path serves every GPU
+    TensorDescriptor = None
+
+if INTERPRET:
+    TMA_TILES = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=2)
+    POINTER_TILES = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2)
+    INTERPRETER_SMS = 3   # a few "SMs" so that programs walk several tiles
+else:
+    TMA_TILES = dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8)
+    POINTER_TILES = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8)
+
+
+@triton.jit
+def _grouped_tile(tile, num_m, num_n, GROUP_M: tl.constexpr):
+    """Tile index → (tile row, tile col), GROUP_M tile rows at a time so b stays in L2."""
+    per_group = GROUP_M * num_n
+    first_m = (tile // per_group) * GROUP_M
+    group_rows = tl.minimum(num_m - first_m, GROUP_M)
+    return first_m + (tile % per_group) % group_rows, (tile % per_group) // group_rows
+
+
+@triton.jit
+def _epilogue(acc, pre, FORWARD: tl.constexpr, INTERPRET: tl.constexpr):
+    """Forward: (pre, relu(pre)²). Backward: (2·acc·relu(pre), unused); bf16, one rounding each."""
+    c = cast(acc, tl.bfloat16, INTERPRET).to(tl.float32)
+    if FORWARD:
+        r = tl.maximum(c, 0.0)
+        return cast(c, tl.bfloat16, INTERPRET), cast(r * r, tl.bfloat16, INTERPRET)
+    else:
+        grad = 2.0 * c * tl.maximum(pre.to(tl.float32), 0.0)
+        return cast(grad, tl.bfloat16, INTERPRET), c
+
+
+@triton.jit
+def linear_relu_square_tma_kernel(
+    a_desc, b_desc, c_desc, aux_desc, M, N, K,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    NUM_SMS: tl.constexpr, FORWARD: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    HALF: tl.constexpr = BLOCK_N // 2
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_SMS, flatten=True):
+        tm, tn = _grouped_tile(tile, num_m, num_n, GROUP_M)
+        om = tm * BLOCK_M
+        on = tn * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k in range(0, K, BLOCK_K):
+            acc = dot(a_desc.load([om, k]), b_desc.load([on, k]).T, acc, INTERPRET)
+        # Split the accumulator's columns into two halves, stored one after the other.
+        halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, HALF)), (0, 2, 1))
+        left, right = tl.split(halves)
+        if FORWARD:
+            pre, post = _epilogue(left, left, True, INTERPRET)
+            c_desc.store([om, on], pre)
+            aux_desc.store([om, on], post)
+            pre, post = _epilogue(right, right, True, INTERPRET)
+            c_desc.store([om, on + HALF], pre)
+            aux_desc.store([om, on + HALF], post)
+        else:
+            grad, _ = _epilogue(left, aux_desc.load([om, on]), False, INTERPRET)
+            c_desc.store([om, on], grad)
+            grad, _ = _epilogue(right, aux_desc.load([om, on + HALF]), False, INTERPRET)
+            c_desc.store([om, on + HALF], grad)
+
+
+@triton.jit
+def linear_relu_square_pointer_kernel(
+    a, b, c, aux, M, N, K, s_am, s_ak, s_bn, s_bk, s_cm, s_cn, s_xm, s_xn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    FORWARD: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    tm, tn = _grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    rows = tm.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tn.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ks = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + ks
+        a_tile = tl.load(a + rows[:, None] * s_am + kk[None, :] * s_ak,
+                         mask=(rows[:, None] < M) & (kk[None, :] < K), other=0.0)
+        b_tile = tl.load(b + cols[:, None] * s_bn + kk[None, :] * s_bk,
+                         mask=(cols[:, None] < N) & (kk[None, :] < K), other=0.0)
+        acc = dot(a_tile, tl.trans(b_tile), acc, INTERPRET)
+    mask = (rows[:, None] < M) & (cols[None, :] < N)
+    aux_ptrs = aux + rows[:, None] * s_xm + cols[None, :] * s_xn
+    c_ptrs = c + rows[:, None] * s_cm + cols[None, :] * s_cn
+    if FORWARD:
+        pre, post = _epilogue(acc, acc, True, INTERPRET)
+        tl.store(c_ptrs, pre, mask=mask)
+        tl.store(aux_ptrs, post, mask=mask)
+    else:
+        grad, _ = _epilogue(acc, tl.load(aux_ptrs, mask=mask, other=0.0), False, INTERPRET)
+        tl.store(c_ptrs, grad, mask=mask)
+
+
+def default_path(a: torch.Tensor, b: torch.Tensor) -> str:
+    """"tma" on Hopper or newer with host descriptors available, else "pointer".
+
+    Descriptors need 16-byte aligned row strides: K and N multiples of 8 for bf16.
+    """
+    aligned = a.shape[1] % 8 == 0 and b.shape[0] % 8 == 0
+    if (aligned and TensorDescriptor is not None and a.is_cuda
+            and torch.cuda.get_device_capability(a.device) >= (9, 0)):
+        return "tma"
+    return "pointer"
+
+
+def _num_sms(t: torch.Tensor) -> int:
+    if t.is_cuda:
+        return torch.cuda.get_device_properties(t.device).multi_processor_count
+    return INTERPRETER_SMS
+
+
+def _run(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, aux: torch.Tensor, forward: bool, path: str):
+    M, K = a.shape
+    N = b.shape[0]
+    if M == 0 or N == 0:
+        return
+    if path == "tma":
+        tiles = TMA_TILES
+        a, b = a.contiguous(), b.contiguous()
+        bm, bn, bk = tiles["BLOCK_M"], tiles["BLOCK_N"], tiles["BLOCK_K"]
+        descs = (TensorDescriptor.from_tensor(a, [bm, bk]), TensorDescriptor.from_tensor(b, [bn, bk]),
+                 TensorDescriptor.from_tensor(c, [bm, bn // 2]), TensorDescriptor.from_tensor(aux, [bm, bn // 2]))
+        num_sms = _num_sms(a)
+        grid = record_launch("linear_relu_square_tma_kernel",
+                             (min(num_sms, triton.cdiv(M, bm) * triton.cdiv(N, bn)),))
+        linear_relu_square_tma_kernel[grid](
+            *descs, M, N, K, **tiles, NUM_SMS=num_sms, FORWARD=forward, INTERPRET=INTERPRET,
+            num_warps=8, num_stages=4 if forward else 3)
+    elif path == "pointer":
+        tiles = POINTER_TILES
+        grid = record_launch("linear_relu_square_pointer_kernel",
+                             (triton.cdiv(M, tiles["BLOCK_M"]) * triton.cdiv(N, tiles["BLOCK_N"]),))
+        linear_relu_square_pointer_kernel[grid](
+            a, b, c, aux, M, N, K, *a.stride(), *b.stride(), *c.stride(), *aux.stride(),
+            **tiles, FORWARD=forward, INTERPRET=INTERPRET, num_warps=8, num_stages=3)
+    else:
+        raise ValueError(f"linear_relu_square: path must be 'tma' or 'pointer', got {path!r}")
+
+
+def linear_relu_square_forward(x2d: torch.Tensor, w1: torch.Tensor, path: str | None = None):
+    """(pre, post): pre = x2d·w1ᵀ (bf16) and post = relu(pre)², for x2d (M, K), w1 (N, K)."""
+    pre = x2d.new_empty((x2d.shape[0], w1.shape[0]))
+    post = torch.empty_like(pre)
+    _run(x2d, w1, pre, post, True, path or default_path(x2d, w1))
+    return pre, post
+
+
+def relu_square_backward(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor,
+                         path: str | None = None) -> torch.Tensor:
+    """dpre = 2·(grad2d·w2ᵀ)·relu(pre) (bf16), for grad2d (M, K), w2 (N, K), pre (M, N)."""
+    dpre = grad2d.new_empty((grad2d.shape[0], w2.shape[0]))
+    _run(grad2d, w2, dpre, pre.contiguous(), False, path or default_path(grad2d, w2))
+    return dpre

@@ -1,0 +1,78 @@
+"""``speedtrace profile``: profile steps of the bundled trainer and write a trace set.
+
+The trainer is built and warmed up (compiled) exactly as ``speedtrace train`` does, with
+validation off; then ``profiling.capture.profile`` times ``unprofiled`` steps, profiles
+``wait + warmup + active`` more, and writes ``rank-N.trace.json.gz`` per rank and ``run.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from speedtrace.errors import SpeedtraceError
+from speedtrace.profiling.capture import ProfileSettings, profile
+
+
+def profile_trainer(args) -> dict:
+    import torch
+    import torch.distributed as dist
+
+    from speedtrace.trainer.config import get_config
+    from speedtrace.trainer.distributed import setup, teardown
+    from speedtrace.trainer.logs import RunLog
+    from speedtrace.trainer.schedule import Schedule
+    from speedtrace.trainer.train import Trainer, parse_reverts, tiny_data
+
+    try:
+        cfg = get_config(args.config)
+    except ValueError as exc:
+        raise SpeedtraceError(str(exc)) from None
+    reverts = parse_reverts(args.variant, args.revert)
+    cfg = cfg.with_reverts(reverts)
+    out = Path(args.out)
+    sched = Schedule(cfg)
+    n_steps = args.unprofiled + args.wait + args.warmup + args.active
+    last = args.start_step + n_steps - 1
+    if not 0 <= args.start_step or last >= sched.total_steps:
+        raise SpeedtraceError(f"--start-step {args.start_step}: the {n_steps} steps to run must end "
+                              f"before step {sched.total_steps}")
+    if sched.stage_of(args.start_step) != sched.stage_of(last):
+        raise SpeedtraceError(f"steps {args.start_step}..{last} cross a stage boundary: the unprofiled "
+                              "and profiled steps must share one stage (choose another --start-step)")
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    place = setup(device, cfg.micro_batches)
+    try:
+        data = args.data
+        if data is None:
+            if cfg.name != "tiny":
+                raise SpeedtraceError(f"the {cfg.name} config needs --data DIR (token shards; "
+                                      "`speedtrace data synth DIR` makes synthetic ones)")
+            data = out / "tiny-data"
+            if place.is_main:
+                tiny_data(cfg, Path(data))
+            if place.group is not None:
+                dist.barrier()
+        log = RunLog(None, enabled=place.is_main, echo=True)
+        trainer = Trainer(cfg, place.device, data, None, rank=place.rank, world_size=place.world_size,
+                          process_group=place.group, compile=args.compile or None, val_every=-1,
+                          start_step=args.start_step, seed=args.seed, log=log)
+        trainer.warmup(args.compile_warmup)
+        settings = ProfileSettings(
+            out_dir=out / "trace", first_step=args.start_step, unprofiled=args.unprofiled,
+            wait=args.wait, warmup=args.warmup, active=args.active, mode=args.mode,
+            activities=args.activities, record_shapes=args.record_shapes, with_stack=args.with_stack,
+            profile_memory=args.profile_memory,
+            metadata={"config": cfg.name, "variant": args.variant, "reverts": sorted(reverts),
+                      "start_step": args.start_step, "compile_warmup": args.compile_warmup,
+                      "compiled": trainer.compiled, "stage": sched.stage_of(args.start_step)},
+        )
+        log_fn = print if place.is_main else (lambda *a, **k: None)
+        run = profile(trainer.train_step, settings, rank=place.rank, world_size=place.world_size,
+                      device=str(place.device), log=log_fn)
+        if place.is_main:
+            print(f"wrote {settings.out_dir}/rank-*.trace.json.gz and run.json "
+                  f"(dilation {run['dilation']}); read it with: speedtrace report {settings.out_dir}")
+        return run
+    finally:
+        teardown(place)

@@ -1,0 +1,135 @@
+"""The Triton kernels on CPU under Triton's interpreter, at small shapes that are not multiples of
+the tiles, on fresh random inputs each run.
+
+Triton decides whether to interpret when a kernel is decorated, and pytest's process may already
+have imported it, so an ordinary run collects one driver test that re-runs this file in a child
+process with TRITON_INTERPRET=1; the child collects the real tests instead.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+if not INTERPRETED:
+
+    @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU suite covers the kernels there")
+    def test_triton_kernels_under_the_interpreter():
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+            cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600)
+        tail = proc.stdout[-6000:] + proc.stderr[-2000:]
+        assert proc.returncode == 0, tail
+        summary = proc.stdout.strip().splitlines()[-1]
+        assert " passed" in summary and "skipped" not in summary and "failed" not in summary, tail
+
+else:
+    import speedtrace.kernels as K
+    from speedtrace.kernels import checks, triton_mlp
+    from speedtrace.kernels import reference as R
+    from speedtrace.kernels._dispatch import last_launch
+
+    def assert_ok(results):
+        bad = [c for c in results if not c.ok or c.backend != "triton"]
+        assert not bad, bad
+
+    @pytest.mark.parametrize("m, n", [(37, 70), (16, 32), (1, 5)])
+    def test_transposes(m, n):
+        assert_ok(checks.check_transposes(m, n, "cpu"))
+
+    def test_transposes_fp32():
+        assert_ok(checks.check_transposes(19, 33, "cpu", dtype=torch.float32))
+
+    @pytest.mark.parametrize("n, rows, cols", [(2, 40, 24), (2, 24, 40), (1, 16, 16)])
+    def test_symmetric_products(n, rows, cols):
+        assert_ok(checks.check_symmetric(n, rows, cols, "cpu"))
+
+    def test_symmetric_grid_is_the_lower_triangle():
+        # The interpreter's tiles are 16 wide: 40 rows → 3 tiles a side → 3·4/2 = 6 programs;
+        # 24 columns → 2 tiles → 3 programs; per matrix of the batch of 5.
+        a = torch.randn(5, 40, 24, dtype=torch.bfloat16)
+        K.xxt(a)
+        assert last_launch("symmetric_product_kernel") == (6, 5)
+        K.xtx(a)
+        assert last_launch("symmetric_product_kernel") == (3, 5)
+        K.ba_plus_caa(K.xxt(a), 0.5, -1.0)
+        assert last_launch("symmetric_product_kernel") == (6, 5)
+
+    def test_gemms_leave_non_bf16_inputs_to_the_reference():
+        K.xxt(torch.randn(2, 20, 8))
+        assert K.last_backend() == "torch"
+        K.xxt(torch.randn(2, 20, 8, dtype=torch.bfloat16))
+        assert K.last_backend() == "triton"
+
+    @pytest.mark.parametrize("n, rows, cols, tall_path, fused", [
+        (2, 24, 40, "xtx", True),          # wide
+        (2, 40, 24, "xtx", True),          # tall, record 233
+        (2, 40, 24, "transpose", False),   # tall, the parent's path and eager momentum
+        (1, 33, 33, "xtx", True),          # square
+    ])
+    def test_polar_express(n, rows, cols, tall_path, fused):
+        assert_ok(checks.check_polar_express(n, rows, cols, "cpu", tall_path, fused))
+
+    def test_mlp_pointer_path():
+        assert_ok(checks.check_mlp(40, 24, 56, "cpu"))
+        assert last_launch("linear_relu_square_pointer_kernel") is not None
+
+    def test_mlp_descriptor_path():
+        # The Hopper path (tensor descriptors, persistent grid of 3 "SMs" here) on 40 tokens.
+        x = torch.randn(40, 24, dtype=torch.bfloat16)
+        w = (torch.randn(48, 24) / 5).to(torch.bfloat16)
+        g = torch.randn(40, 24, dtype=torch.bfloat16)
+        pre, post = triton_mlp.linear_relu_square_forward(x, w, path="tma")
+        assert last_launch("linear_relu_square_tma_kernel") == (3,)
+        pre_r, post_r = R.linear_relu_square_forward(x, w)
+        pre64 = x.double() @ w.double().T
+        for out, ref, exact in ((pre, pre_r, pre64), (post, post_r, pre64.relu().square())):
+            assert checks.max_error(out, exact) <= 2 * checks.max_error(ref, exact) + 1e-6
+        dpre = triton_mlp.relu_square_backward(g, w, pre_r, path="tma")
+        exact = 2 * (g.double() @ w.double().T) * pre_r.double().relu()
+        assert checks.max_error(dpre, exact) <= 2 * checks.max_error(R.relu_square_backward(g, w, pre_r), exact) + 1e-6
+
+    def test_cross_entropy():
+        assert_ok(checks.check_cross_entropy(9, 32, 150, "cpu"))
+        assert last_launch("softcapped_ce_fwd_kernel") == (9,)
+        assert last_launch("softcapped_ce_bwd_kernel") == (9,)
+
+    def test_e5m2_rounding_is_to_nearest_even():
+        # The interpreter's own cast loses the carry; the kernel's bit rounding must not.
+        from speedtrace.kernels import ops
+        logits = (torch.randn(4, 300) * 8).to(torch.bfloat16)
+        targets = torch.randint(0, 300, (4,))
+        weights = torch.tensor([1.0])
+        _, lse = ops.softcapped_ce_fwd_op(logits, targets, weights, 23.0, 5.0, 7.5)
+        grad = torch.rand(4) * 50
+        d = ops.softcapped_ce_bwd_op(grad, logits, lse, targets, weights, 1e-3, 23.0, 5.0, 7.5)
+        exact = R.softcapped_ce_backward(grad.double(), logits.double(), lse.double(), targets, weights, 1e-3)
+        assert checks.e5m2_steps(d, exact) <= 1
+
+    def test_inside_torch_compile():
+        torch.manual_seed(1)
+        x = torch.randn(24, 16, dtype=torch.bfloat16, requires_grad=True)
+        w1 = (torch.randn(40, 16) / 4).to(torch.bfloat16).requires_grad_()
+        w2 = (torch.randn(40, 16) / 4).to(torch.bfloat16)
+        head = (torch.randn(16, 72) * 0.05).to(torch.bfloat16).requires_grad_()
+        targets = torch.randint(0, 72, (24,))
+
+        def loss_fn(x, w1, head):
+            h = x + K.linear_relu_square(x, w1, w2)
+            return K.softcapped_cross_entropy(h, targets, torch.tensor([1.0, 0.5]), head,
+                                              100 / 448, 1.6 / 448, 0.75 / 448).sum()
+
+        compiled = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
+        loss = compiled(x, w1, head)
+        grads = torch.autograd.grad(loss, (x, w1, head))
+        assert K.last_backend() == "triton"
+        eager = loss_fn(x, w1, head)
+        assert loss.item() == pytest.approx(eager.item(), rel=1e-6)
+        for a, b in zip(grads, torch.autograd.grad(eager, (x, w1, head))):
+            assert torch.equal(a, b)
