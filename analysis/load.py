@@ -7,18 +7,16 @@ pickling (cheap for numpy columns). Ranks, world size and warnings follow metric
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 
 import msgspec
 import numpy as np
 
 from speedtrace.analysis.decode import NotATraceError, read_rank_trace
-from speedtrace.analysis.events import GPU_ACTIVITY, RankTrace, TraceSet
+from speedtrace.analysis.events import COLUMNS, GPU_ACTIVITY, EventTable, RankTrace, TraceSet
 from speedtrace.errors import SpeedtraceError, warn
 
 RUN_JSON = "run.json"
@@ -94,14 +92,17 @@ def load(path, *, workers: int | None = None, progress: bool | None = None) -> T
     meter = _Progress(len(files), sum(sizes)) if progress else None
 
     if workers is None:
-        workers = min(len(files), os.cpu_count() or 1)
+        workers = min(len(files), _cpus())
     workers = max(1, min(int(workers), len(files)))
-    if workers == 1:
-        results = [_read_in_process(f, s, meter, explicit=not is_dir) for f, s in zip(files, sizes)]
-    else:
-        results = _read_in_pool(files, sizes, workers, meter)
-    if meter:
-        meter.close()
+    try:
+        if workers == 1:
+            results = [_read_in_process(f, s, meter, explicit=not is_dir)
+                       for f, s in zip(files, sizes)]
+        else:
+            results = _read_in_pool(files, sizes, workers, meter)
+    finally:
+        if meter:
+            meter.close()
 
     ranks: list[RankTrace] = []
     for res in results:
@@ -125,6 +126,13 @@ def load(path, *, workers: int | None = None, progress: bool | None = None) -> T
 # ---------------------------------------------------------------------------- helpers
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may use (containers)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _size(path: str) -> int:
     try:
         return os.path.getsize(path)
@@ -133,11 +141,59 @@ def _size(path: str) -> int:
 
 
 def _read_or_skip(path: str) -> RankTrace | str:
-    """Worker entry: the trace, or the reason text when the file is not a trace."""
+    """The trace, or the reason text when the file is not a trace (skipped in a directory)."""
     try:
         return read_rank_trace(path)
     except NotATraceError as e:
         return str(e)
+
+
+# ---------------------------------------------------------------------------- worker hand-off
+# A worker's columns go back to the parent through a temporary file rather than the result
+# pipe: pickling would copy them once in the worker and once more in the parent before
+# unpickling, about 2x the columns on top of the table the parent keeps. Through the file,
+# the worker writes straight from its arrays and the parent reads straight into its own.
+
+
+def _worker(path: str):
+    """Worker entry: (trace without columns, rows, spill file), or the reason text when the
+    file is not a trace."""
+    result = _read_or_skip(path)
+    if isinstance(result, str):
+        return result
+    import tempfile
+
+    table = result.events
+    fd, spill = tempfile.mkstemp(prefix="speedtrace-load-", suffix=".columns")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for key in COLUMNS:
+                f.write(getattr(table, key).data)
+    except BaseException:
+        os.unlink(spill)
+        raise
+    result.events = EventTable.empty()
+    result.events.names = table.names
+    return result, len(table), spill
+
+
+def _receive(item):
+    """The parent's side of ``_worker``: the trace with its columns read back."""
+    if isinstance(item, str):
+        return item
+    trace, rows, spill = item
+    try:
+        cols = {}
+        with open(spill, "rb") as f:
+            for key, dtype in COLUMNS.items():
+                col = np.empty(rows, dtype)
+                if f.readinto(col.data.cast("B")) != col.nbytes:
+                    raise SpeedtraceError(f"{trace.path}: loader hand-off file was cut short")
+                cols[key] = col
+    finally:
+        os.unlink(spill)
+    trace.events = EventTable(**cols, names=trace.events.names)
+    return trace
 
 
 def _read_in_process(path: str, size: int, meter, *, explicit: bool) -> RankTrace | str:
@@ -162,38 +218,60 @@ def _guard(path: str, fn):
         raise SpeedtraceError(f"{path}: cannot read trace ({type(e).__name__}: {e})") from None
 
 
-def _pool_context():
+def _read_in_pool(files, sizes, workers, meter) -> list:
+    # Imported here: a single-file load never needs them.
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     # fork shares the imported modules with the workers at no cost; macOS and Windows
     # cannot fork safely, so they spawn.
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return multiprocessing.get_context(method)
-
-
-def _read_in_pool(files, sizes, workers, meter) -> list:
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     results: list = [None] * len(files)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+    received = set()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         # Biggest files first, so a large one does not start last and run alone.
         order = sorted(range(len(files)), key=lambda i: -sizes[i])
-        futures = {pool.submit(_read_or_skip, files[i]): i for i in order}
+        futures = {pool.submit(_worker, files[i]): i for i in order}
         pending = set(futures)
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     i = futures[fut]
-                    results[i] = _guard(files[i], fut.result)
+                    received.add(fut)
+                    results[i] = _guard(files[i], partial(_receive_future, files[i], fut))
                     if meter:
                         meter.file_done(files[i], sizes[i])
-        except BrokenProcessPool:
-            names = ", ".join(files[futures[f]] for f in pending | done)
-            raise SpeedtraceError(
-                f"{names}: a loader process died (out of memory?)"
-            ) from None
         except BaseException:
             for fut in pending:
                 fut.cancel()
+            pool.shutdown(wait=True)
+            _discard_spills(f for f in futures if f not in received)
             raise
     return results
+
+
+def _receive_future(path: str, fut):
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        item = fut.result()
+    except BrokenProcessPool:
+        raise SpeedtraceError(f"{path}: a loader process died (out of memory?)") from None
+    return _receive(item)
+
+
+def _discard_spills(futures) -> None:
+    """Remove the hand-off files of results that will not be read (after an error)."""
+    for fut in futures:
+        if fut.cancelled() or not fut.done() or fut.exception() is not None:
+            continue
+        item = fut.result()
+        if isinstance(item, tuple):
+            try:
+                os.unlink(item[2])
+            except OSError:
+                pass
 
 
 def _assign_ranks(ranks: list[RankTrace]) -> list[str]:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speedtrace.analysis.logparse import LogProblem, RunLog, parse_log, stage_bounds, stage_step_ms
-
 from speedtrace.errors import SpeedtraceError, warn
 
 SCHEMA = "speedtrace.runs/1"

@@ -148,12 +148,19 @@ def test_wrongly_typed_fields_become_missing_values(tmp_path):
     assert (t.pid[2], t.tid[2], t.dur[2]) == (-1, -1, 0.0)
 
 
-def test_fractional_timestamps_keep_nanoseconds(tmp_path):
-    events = [kernel("a", ts=5052077125290.658, dur=1.056),
-              ev("cuda_runtime", "cudaLaunchKernel", 5052077125289.602, 3.001)]
-    r = load_rank_file(write(tmp_path / "t.json", trace(events)))
-    assert abs(r.origin_ts_us - 5052077125289.602) < 1e-3
-    want = float(Decimal("5052077125290.658") - Decimal("5052077125289.602"))
+@pytest.mark.parametrize("first, later", [
+    ("5052077125289.602", "5052077125290.658"),
+    ("4458676416788.066", "4458676522690.655"),  # parsed values 0.47 ns off: rounding matters
+    ("4458676416788.066", "4458676416788.067"),
+])
+def test_fractional_timestamps_keep_nanoseconds(tmp_path, first, later):
+    text = ('{"traceEvents": [{"ph": "X", "cat": "kernel", "name": "a", "pid": 0, "tid": 7, '
+            f'"ts": {later}, "dur": 1.056}}, {{"ph": "X", "cat": "cuda_runtime", "name": "b", '
+            f'"pid": 1, "tid": 1, "ts": {first}, "dur": 3.0}}]}}')
+    (tmp_path / "t.json").write_text(text)
+    r = load_rank_file(tmp_path / "t.json")
+    assert abs(r.origin_ts_us - float(first)) < 1e-3
+    want = float(Decimal(later) - Decimal(first))
     assert abs(r.events.ts[0] - want) < 1e-6
     assert r.events.ts[1] == 0.0
     assert r.events.ts.dtype == np.float64
@@ -386,3 +393,29 @@ def test_real_sampled_two_rank_set():
             == count_with_json(r.path)
         assert r.record_shapes is True and r.devices == {}
     assert any("world_size 128" in w for w in ts.warnings)
+
+
+def test_real_nccl_trace_every_column():
+    """Every kept event of a real trace against an independent json + Decimal decoding."""
+    path = shared_path("external-traces", "hta-nccl-a100", "nccl_data.json.gz")
+    with gzip.open(path) as f:
+        obj = json.loads(f.read(), parse_float=Decimal)
+    evs = [e for e in obj["traceEvents"] if e.get("ph") == "X" and e.get("cat") in KEPT]
+    t0 = min(e["ts"] for e in evs)
+    r = load_rank_file(path)
+    t = r.events
+    assert len(t) == len(evs) and r.origin_ts_us == float(t0)
+    assert sorted(r.devices) == list(range(8)) and r.devices[3].num_sms == 108
+    for i, e in enumerate(evs):
+        a = e.get("args") or {}
+        assert t.names[t.name[i]] == e["name"] and t.cat[i] == KEPT[e["cat"]]
+        assert abs(t.ts[i] - float(e["ts"] - t0)) < 1e-6 and t.dur[i] == float(e.get("dur", 0))
+        assert (t.pid[i], t.tid[i]) == (e["pid"], e["tid"])
+        assert (t.stream[i], t.correlation[i], t.external_id[i], t.device[i]) == (
+            a.get("stream", -1), a.get("correlation", -1), a.get("External id", -1), a.get("device", -1))
+        if KEPT[e["cat"]] == Cat.KERNEL:
+            assert t.grid_blocks[i] == math.prod(a["grid"])
+            assert t.block_threads[i] == math.prod(a["block"])
+            assert t.blocks_per_sm[i] == float(a["blocks per SM"])
+            assert t.occupancy_pct[i] == float(a["est. achieved occupancy %"])
+            assert (t.registers[i], t.shared_memory[i]) == (a["registers per thread"], a["shared memory"])

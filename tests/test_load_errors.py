@@ -3,12 +3,17 @@
 import gzip
 import json
 import os
+import sys
+import tempfile
 
 import pytest
 
 import speedtrace.analysis.decode as decode
 from speedtrace.analysis.load import load
 from speedtrace.errors import SpeedtraceError
+
+# The module itself (the package's attribute ``load`` is the function).
+load_module = sys.modules["speedtrace.analysis.load"]
 
 KERNEL = {"ph": "X", "cat": "kernel", "name": "k", "pid": 0, "tid": 7, "ts": 1.0, "dur": 2.0,
           "args": {"device": 0, "stream": 7}}
@@ -121,10 +126,44 @@ def test_several_files_without_rank(tmp_path):
     fails(tmp_path, "a.json", "b.json", "no rank")
 
 
-def test_bad_file_in_parallel_load_names_it(tmp_path):
-    (tmp_path / "rank-0.json").write_bytes(good(0, 2))
-    (tmp_path / "rank-1.json").write_bytes(good(1, 2)[:40])
-    fails(tmp_path, "rank-1.json", "truncated", workers=2)
+def spill_dir(tmp_path, monkeypatch):
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))  # forked workers inherit it
+    return spill
+
+
+def test_bad_file_in_parallel_load_names_it(tmp_path, monkeypatch):
+    spill = spill_dir(tmp_path, monkeypatch)
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    for rank in range(4):
+        (traces / f"rank-{rank}.json").write_bytes(good(rank, 5))
+    (traces / "rank-4.json").write_bytes(good(4, 5)[:40])
+    fails(traces, "rank-4.json", "truncated", workers=2)
+    assert list(spill.iterdir()) == []  # no hand-off file left behind
+
+
+_REAL_WORKER = load_module._worker
+
+
+def _dies_on_rank_1(path):
+    # Module level so the pool can pickle it; forked workers see this module.
+    if path.endswith("rank-1.json"):
+        os._exit(9)
+    return _REAL_WORKER(path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the test relies on fork")
+def test_dead_loader_process(tmp_path, monkeypatch):
+    spill = spill_dir(tmp_path, monkeypatch)
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    for rank in range(3):
+        (traces / f"rank-{rank}.json").write_bytes(good(rank, 3))
+    monkeypatch.setattr(load_module, "_worker", _dies_on_rank_1)
+    fails(traces, "died", workers=2)
+    assert list(spill.iterdir()) == []
 
 
 def test_directory_of_only_non_traces(tmp_path):
