@@ -155,16 +155,16 @@ def _read_or_skip(path: str) -> RankTrace | str:
 # the worker writes straight from its arrays and the parent reads straight into its own.
 
 
-def _worker(path: str):
-    """Worker entry: (trace without columns, rows, spill file), or the reason text when the
-    file is not a trace."""
+def _worker(path: str, spill_dir: str):
+    """Worker entry: (trace without columns, rows, spill file in ``spill_dir``), or the reason
+    text when the file is not a trace."""
     result = _read_or_skip(path)
     if isinstance(result, str):
         return result
     import tempfile
 
     table = result.events
-    fd, spill = tempfile.mkstemp(prefix="speedtrace-load-", suffix=".columns")
+    fd, spill = tempfile.mkstemp(suffix=".columns", dir=spill_dir)
     try:
         with os.fdopen(fd, "wb") as f:
             for key in COLUMNS:
@@ -221,33 +221,37 @@ def _guard(path: str, fn):
 def _read_in_pool(files, sizes, workers, meter) -> list:
     # Imported here: a single-file load never needs them.
     import multiprocessing
+    import shutil
+    import tempfile
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     # fork shares the imported modules with the workers at no cost; macOS and Windows
     # cannot fork safely, so they spawn.
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     results: list = [None] * len(files)
-    received = set()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        # Biggest files first, so a large one does not start last and run alone.
-        order = sorted(range(len(files)), key=lambda i: -sizes[i])
-        futures = {pool.submit(_worker, files[i]): i for i in order}
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    i = futures[fut]
-                    received.add(fut)
-                    results[i] = _guard(files[i], partial(_receive_future, files[i], fut))
-                    if meter:
-                        meter.file_done(files[i], sizes[i])
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=True)
-            _discard_spills(f for f in futures if f not in received)
-            raise
+    # The hand-off files live in a directory of this call, removed whatever happens (a worker
+    # may finish writing one after another worker failed).
+    spill_dir = tempfile.mkdtemp(prefix="speedtrace-load-")
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            # Biggest files first, so a large one does not start last and run alone.
+            order = sorted(range(len(files)), key=lambda i: -sizes[i])
+            futures = {pool.submit(_worker, files[i], spill_dir): i for i in order}
+            pending = set(futures)
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        i = futures[fut]
+                        results[i] = _guard(files[i], partial(_receive_future, files[i], fut))
+                        if meter:
+                            meter.file_done(files[i], sizes[i])
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                raise
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
     return results
 
 
@@ -259,19 +263,6 @@ def _receive_future(path: str, fut):
     except BrokenProcessPool:
         raise SpeedtraceError(f"{path}: a loader process died (out of memory?)") from None
     return _receive(item)
-
-
-def _discard_spills(futures) -> None:
-    """Remove the hand-off files of results that will not be read (after an error)."""
-    for fut in futures:
-        if fut.cancelled() or not fut.done() or fut.exception() is not None:
-            continue
-        item = fut.result()
-        if isinstance(item, tuple):
-            try:
-                os.unlink(item[2])
-            except OSError:
-                pass
 
 
 def _assign_ranks(ranks: list[RankTrace]) -> list[str]:

@@ -24,13 +24,24 @@ try:
 except ImportError:  # Triton < 3.4: no host descriptors, the pointer path serves every GPU
     TensorDescriptor = None
 
+# Launch configurations per path and direction; an explicit ``config`` overrides them (the tuning
+# script sweeps the "tma" ones). The TMA kernel stores BLOCK_N in two halves.
 if INTERPRET:
-    TMA_TILES = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=2)
-    POINTER_TILES = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2)
+    _TMA = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=2, num_warps=4, num_stages=1)
+    _POINTER = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2, num_warps=4, num_stages=1)
+    CONFIGS = {"tma": {"forward": _TMA, "backward": _TMA}, "pointer": {"forward": _POINTER, "backward": _POINTER}}
     INTERPRETER_SMS = 3   # a few "SMs" so that programs walk several tiles
 else:
-    TMA_TILES = dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=8)
-    POINTER_TILES = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8)
+    CONFIGS = {
+        "tma": {
+            "forward": dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=4, num_warps=8, num_stages=4),
+            "backward": dict(BLOCK_M=128, BLOCK_N=256, BLOCK_K=64, GROUP_M=16, num_warps=8, num_stages=3),
+        },
+        "pointer": {
+            "forward": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+            "backward": dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3),
+        },
+    }
 
 
 @triton.jit
@@ -135,45 +146,47 @@ def _num_sms(t: torch.Tensor) -> int:
     return INTERPRETER_SMS
 
 
-def _run(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, aux: torch.Tensor, forward: bool, path: str):
+def _run(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, aux: torch.Tensor, forward: bool, path: str,
+         config: dict | None = None):
     M, K = a.shape
     N = b.shape[0]
     if M == 0 or N == 0:
         return
+    if path not in CONFIGS:
+        raise ValueError(f"linear_relu_square: path must be 'tma' or 'pointer', got {path!r}")
+    cfg = dict(config or CONFIGS[path]["forward" if forward else "backward"])
+    launch = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
     if path == "tma":
-        tiles = TMA_TILES
         a, b = a.contiguous(), b.contiguous()
-        bm, bn, bk = tiles["BLOCK_M"], tiles["BLOCK_N"], tiles["BLOCK_K"]
         descs = (TensorDescriptor.from_tensor(a, [bm, bk]), TensorDescriptor.from_tensor(b, [bn, bk]),
                  TensorDescriptor.from_tensor(c, [bm, bn // 2]), TensorDescriptor.from_tensor(aux, [bm, bn // 2]))
         num_sms = _num_sms(a)
         grid = record_launch("linear_relu_square_tma_kernel",
                              (min(num_sms, triton.cdiv(M, bm) * triton.cdiv(N, bn)),))
         linear_relu_square_tma_kernel[grid](
-            *descs, M, N, K, **tiles, NUM_SMS=num_sms, FORWARD=forward, INTERPRET=INTERPRET,
-            num_warps=8, num_stages=4 if forward else 3)
-    elif path == "pointer":
-        tiles = POINTER_TILES
-        grid = record_launch("linear_relu_square_pointer_kernel",
-                             (triton.cdiv(M, tiles["BLOCK_M"]) * triton.cdiv(N, tiles["BLOCK_N"]),))
+            *descs, M, N, K, **cfg, NUM_SMS=num_sms, FORWARD=forward, INTERPRET=INTERPRET, **launch)
+    else:
+        grid = record_launch("linear_relu_square_pointer_kernel", (triton.cdiv(M, bm) * triton.cdiv(N, bn),))
         linear_relu_square_pointer_kernel[grid](
             a, b, c, aux, M, N, K, *a.stride(), *b.stride(), *c.stride(), *aux.stride(),
-            **tiles, FORWARD=forward, INTERPRET=INTERPRET, num_warps=8, num_stages=3)
-    else:
-        raise ValueError(f"linear_relu_square: path must be 'tma' or 'pointer', got {path!r}")
+            **cfg, FORWARD=forward, INTERPRET=INTERPRET, **launch)
 
 
-def linear_relu_square_forward(x2d: torch.Tensor, w1: torch.Tensor, path: str | None = None):
-    """(pre, post): pre = x2d·w1ᵀ (bf16) and post = relu(pre)², for x2d (M, K), w1 (N, K)."""
+def linear_relu_square_forward(x2d: torch.Tensor, w1: torch.Tensor, path: str | None = None,
+                               config: dict | None = None):
+    """(pre, post): pre = x2d·w1ᵀ (bf16) and post = relu(pre)², for x2d (M, K), w1 (N, K).
+
+    ``config`` overrides the path's launch configuration in ``CONFIGS``."""
     pre = x2d.new_empty((x2d.shape[0], w1.shape[0]))
     post = torch.empty_like(pre)
-    _run(x2d, w1, pre, post, True, path or default_path(x2d, w1))
+    _run(x2d, w1, pre, post, True, path or default_path(x2d, w1), config)
     return pre, post
 
 
 def relu_square_backward(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor,
-                         path: str | None = None) -> torch.Tensor:
+                         path: str | None = None, config: dict | None = None) -> torch.Tensor:
     """dpre = 2·(grad2d·w2ᵀ)·relu(pre) (bf16), for grad2d (M, K), w2 (N, K), pre (M, N)."""
     dpre = grad2d.new_empty((grad2d.shape[0], w2.shape[0]))
-    _run(grad2d, w2, dpre, pre.contiguous(), False, path or default_path(grad2d, w2))
+    _run(grad2d, w2, dpre, pre.contiguous(), False, path or default_path(grad2d, w2), config)
     return dpre

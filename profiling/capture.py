@@ -86,6 +86,8 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
 
     step = settings.first_step
     unprofiled_ms = []
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
     for _ in range(settings.unprofiled):
         sync()
         t0 = time.perf_counter()
@@ -93,7 +95,9 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         sync()
         unprofiled_ms.append((time.perf_counter() - t0) * 1e3)
         step += 1
-    log(f"unprofiled: {len(unprofiled_ms)} steps, median {_median_ms(unprofiled_ms):.2f} ms")
+    peak_mib = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
+    log(f"unprofiled: {len(unprofiled_ms)} steps, median {_median_ms(unprofiled_ms):.2f} ms"
+        + (f", peak allocated {peak_mib:.0f} MiB" if peak_mib is not None else ""))
 
     prof_acts = []
     if "cpu" in activities:
@@ -163,6 +167,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         "profiled_steps": active_steps,
         "profiled_step_ms": [round(t, 4) for t in profiled_ms],
         "dilation": round(dilation, 4) if dilation else None,
+        "unprofiled_peak_allocated_mib": round(peak_mib, 1) if peak_mib is not None else None,
         "environment": environment(),
     }
     if use_markers:

@@ -61,6 +61,38 @@ else:
         K.ba_plus_caa(K.xxt(a), 0.5, -1.0)
         assert last_launch("symmetric_product_kernel") == (6, 5)
 
+    SMALL_SYM = dict(BLOCK=16, BLOCK_K=16, num_warps=4, num_stages=1)
+
+    def assert_correct(results):
+        # The kernel modules are called directly (no dispatcher), so only the numbers count.
+        bad = [c for c in results if not c.ok]
+        assert not bad, bad
+
+    @pytest.mark.parametrize("pair, per_sm", [(2, 0), (1, 2), (2, 2)])
+    def test_symmetric_launch_variants(pair, per_sm):
+        # PAIR 2 computes two neighbouring blocks per program (dropping the one above the
+        # diagonal); PROGRAMS_PER_SM > 0 walks every tile of the batch from a few programs.
+        from speedtrace.kernels import triton_symmetric as S
+        cfg = dict(SMALL_SYM, PAIR=pair, PROGRAMS_PER_SM=per_sm)
+        assert_correct(checks.check_symmetric(3, 70, 33, "cpu", xxt=lambda a, o: S.xxt(a, o, cfg),
+                                              xtx=lambda a, o: S.xtx(a, o, cfg),
+                                              ba_plus_caa=lambda a, al, be, o: S.ba_plus_caa(a, al, be, o, cfg)))
+        S.xxt(torch.randn(5, 40, 24, dtype=torch.bfloat16), torch.empty(5, 40, 40, dtype=torch.bfloat16), cfg)
+        # 40 rows → block rows 0, 1, 2. Pairs: rows 0 and 1 need one tile each, row 2 needs two
+        # (blocks 0-1 and 2-3): 4 tiles per matrix. Persistent: 2 programs × 3 interpreter "SMs".
+        expected = {(2, 0): (4, 5), (1, 2): (6, 1), (2, 2): (6, 1)}[(pair, per_sm)]
+        assert last_launch("symmetric_product_kernel") == expected
+
+    @pytest.mark.parametrize("m_fastest, per_sm, stages", [(False, 0, 1), (True, 2, 2), (False, 1, 3)])
+    def test_transpose_launch_variants(m_fastest, per_sm, stages):
+        from speedtrace.kernels import triton_transpose as T
+        cfg = dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, M_FASTEST=m_fastest, PROGRAMS_PER_SM=per_sm,
+                   num_stages=stages)
+        assert_correct(checks.check_transposes(37, 70, "cpu", copy=lambda s, d: T.transpose_copy(s, d, cfg),
+                                               add=lambda s, d: T.transpose_add(s, d, cfg)))
+        # 37 × 70 in 16 × 32 tiles: 3 × 3 = 9 tiles; persistent grids stop at per_sm × 3 "SMs".
+        assert last_launch("transpose_add_kernel") == ((9,) if per_sm == 0 else (3 * per_sm,))
+
     def test_gemms_leave_non_bf16_inputs_to_the_reference():
         K.xxt(torch.randn(2, 20, 8))
         assert K.last_backend() == "torch"

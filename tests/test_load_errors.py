@@ -147,11 +147,11 @@ def test_bad_file_in_parallel_load_names_it(tmp_path, monkeypatch):
 _REAL_WORKER = load_module._worker
 
 
-def _dies_on_rank_1(path):
+def _dies_on_rank_1(path, spill_dir):
     # Module level so the pool can pickle it; forked workers see this module.
     if path.endswith("rank-1.json"):
         os._exit(9)
-    return _REAL_WORKER(path)
+    return _REAL_WORKER(path, spill_dir)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the test relies on fork")

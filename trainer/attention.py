@@ -75,6 +75,22 @@ def dense_mask(docs: torch.Tensor, window: int) -> torch.Tensor:
     return visible(idx[:, None], idx[None, :], docs, window)
 
 
+@torch.library.custom_op("speedtrace::materialize_ids", mutates_args=())
+def materialize_ids(ids: torch.Tensor) -> torch.Tensor:
+    """A copy of ``ids`` made by an opaque op.
+
+    Inductor (torch 2.11) cannot lower a mask_mod that indexes a tensor computed inside the
+    compiled graph with a still-flexible layout ("convert FlexibleLayout to FixedLayout first");
+    an extern op's output always has a fixed layout, so the mask_mod reads this copy instead.
+    """
+    return ids.clone()
+
+
+@materialize_ids.register_fake
+def _(ids: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(ids)
+
+
 def _ordered(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(count, indices) per row of a (n, n) block matrix, selected blocks first, as BlockMask wants."""
     as_int = blocks.to(torch.int32)
@@ -93,7 +109,7 @@ def block_mask(docs: torch.Tensor, window: int, block_size: int = BLOCK_SIZE) ->
     """
     L = docs.numel()
     n = -(-L // block_size)
-    padded = torch.cat([docs, docs[-1:].expand(n * block_size - L)])
+    padded = materialize_ids(torch.cat([docs, docs[-1:].expand(n * block_size - L)]))
     first = padded[::block_size]
     last = padded[block_size - 1::block_size]
     blk = torch.arange(n, device=docs.device)

@@ -1,0 +1,82 @@
+"""Profiler dilation of the candidate configurations, measured in one process on the GPU.
+
+Builds and warms up the speedrun trainer once, then runs ``profiling.capture.profile`` with each
+configuration in turn over the same stage-1 steps: CPU+CUDA activities without shapes (full
+mode), CUDA only (with step-marker kernels), and optionally CPU+CUDA with record_shapes. Each
+writes its own trace set under OUT/<name>/ and prints its dilation; a table comes last.
+
+    python -P benchmarks/bench_dilation.py --data DIR --out OUT [--variant parent] [--unprofiled 50]
+
+Two variants can compile side by side on one GPU (--done on one, --wait-for on the other) and
+still time their steps one at a time.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def profile_all(args, trainer, reverts) -> list:
+    from speedtrace.profiling.capture import ProfileSettings, profile
+
+    rows = []
+    for i, name in enumerate(args.configs.split(",")):
+        settings = ProfileSettings(
+            out_dir=Path(args.out) / name.replace("+", "_"), first_step=args.start_step,
+            unprofiled=args.unprofiled if i == 0 else 10, wait=0, warmup=2, active=args.active,
+            mode="full" if name == "cpu+cuda" else "timing",
+            activities={"shapes": "cpu+cuda"}.get(name, name), record_shapes=name == "shapes",
+            metadata={"config": "speedrun", "variant": args.variant, "reverts": sorted(reverts),
+                      "start_step": args.start_step, "compile_warmup": "stage1", "compiled": True},
+        )
+        rows.append((name, profile(trainer.train_step, settings, device="cuda")))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--variant", choices=["record", "parent"], default="record")
+    ap.add_argument("--revert", default=None)
+    ap.add_argument("--start-step", type=int, default=10)
+    ap.add_argument("--unprofiled", type=int, default=50)
+    ap.add_argument("--active", type=int, default=6)
+    ap.add_argument("--configs", default="cpu+cuda,cuda", help="comma list of: cpu+cuda, cuda, shapes")
+    ap.add_argument("--wait-for", default=None, help="after warm-up, wait until this file exists")
+    ap.add_argument("--done", default=None, help="create this file when the timed part is over")
+    args = ap.parse_args()
+
+    import torch
+
+    from speedtrace.trainer.config import get_config
+    from speedtrace.trainer.train import Trainer, parse_reverts
+
+    reverts = parse_reverts(args.variant, args.revert)
+    cfg = get_config("speedrun").with_reverts(reverts)
+    torch.empty(1, device="cuda", requires_grad=True).backward()
+    trainer = Trainer(cfg, "cuda", args.data, None, val_every=-1, start_step=args.start_step)
+    trainer.warmup("stage1")
+    while args.wait_for and not Path(args.wait_for).exists():
+        time.sleep(0.5)
+    try:
+        rows = profile_all(args, trainer, reverts)
+    finally:
+        if args.done:
+            Path(args.done).touch()
+    print(f"\n==== profiler dilation (speedrun, world size 1, {args.variant}) ====")
+    print(f"{'config':10s} {'unprofiled ms (median, n)':28s} {'profiled ms (median, n)':26s} dilation  peak MiB")
+    for name, run in rows:
+        u, p = run["unprofiled_step_ms"], run["profiled_step_ms"]
+        print(f"{name:10s} {statistics.median(u):10.2f} ({len(u):3d}){'':12s} {statistics.median(p):10.2f} ({len(p)})"
+              f"{'':11s} {run['dilation']:.4f}   {run['unprofiled_peak_allocated_mib']}")
+    with open(Path(args.out) / "dilation.json", "w") as f:
+        json.dump(dict(rows), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
