@@ -351,10 +351,28 @@ def _gpu_span_of_sample(path) -> float:
     return max(e["ts"] + e["dur"] for e in gpu_events) - min(e["ts"] for e in gpu_events)
 
 
-def test_default_sample_shows_real_numbers(capsys):
+def test_default_sample_is_the_bundled_trainer(capsys):
+    """No PATH: the record variant of the bundled trainer, five profiled H200 steps."""
+    import statistics
+
     from speedtrace.samples import sample_path
 
     rep = report_json(capsys)
+    run = json.loads((sample_path("h200-record") / "run.json").read_text())
+    entry = rep["ranks"][0]
+    assert entry["device"] == "NVIDIA H200" and entry["num_sms"] == 132
+    assert [s["step"] for s in entry["steps"]] == list(range(run["sample_steps"][0], run["sample_steps"][1] + 1))
+    expected = statistics.median(run["profiled_step_ms"]) / statistics.median(run["unprofiled_step_ms"])
+    assert rep["run"]["dilation"] == pytest.approx(expected, abs=1e-4)
+    # A trace this dilated is reported with its warning first.
+    assert any("dilation" in w for w in rep["warnings"])
+    assert entry["totals"]["select_backward_kernels"] > 0
+
+
+def test_original_trainer_sample_shows_real_numbers(capsys):
+    from speedtrace.samples import sample_path
+
+    rep = report_json(capsys, "--sample", "h200-speedrun")
     entry = rep["ranks"][0]
     assert entry["device"] == "NVIDIA H200" and entry["num_sms"] == 132
     span = _gpu_span_of_sample(sample_path("h200-speedrun") / "rank-0.trace.json.gz")
@@ -364,7 +382,7 @@ def test_default_sample_shows_real_numbers(capsys):
     assert 85 < t["est_sm_efficiency_pct"] <= 100            # data README: 94% over two steps
     assert [s["step"] for s in entry["steps"]] == [12]
     assert rep["run"]["dilation"] == approx(round(251.71 / 248.0, 4))
-    rc, out, _ = report(capsys)
+    rc, out, _ = report(capsys, "--sample", "h200-speedrun")
     assert rc == 0 and "NVIDIA H200" in out and "dilation 1.015" in out
 
 

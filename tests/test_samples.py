@@ -80,7 +80,8 @@ def test_make_samples_reproduces_the_bundled_files(tmp_path):
 
     data = shared_path()
     assert main(["--data", str(data), "--out", str(tmp_path)]) == 0
+    # The trainer's own samples come from GPU profile runs, not from shared data.
     for p in sample_files():
-        if p.suffix in (".json", ".gz"):
+        if p.suffix in (".json", ".gz") and p.parent.name in ("h200-speedrun", "nccl-a100"):
             rel = p.relative_to(HERE)
             assert (tmp_path / rel).read_bytes() == p.read_bytes(), rel

@@ -13,10 +13,12 @@ HERE = Path(__file__).resolve().parent
 
 # name -> one line saying what the trace set is
 SAMPLES: dict[str, str] = {
-    "h200-speedrun": "record-233 speedrun trainer, one H200, one profiler step (CPU+CUDA, no shapes)",
+    "h200-record": "the bundled trainer, record 233, one H200, five stage-1 steps (full mode: CPU+CUDA, no shapes)",
+    "h200-parent": "the bundled trainer with --variant parent (PR #233 reverted), same steps and mode",
+    "h200-speedrun": "the original record-233 trainer, one H200, one profiler step (CPU+CUDA, no shapes)",
     "nccl-a100": "one A100 rank of a 2-rank NCCL job, three profiler steps (HTA test data, MIT)",
 }
-DEFAULT_SAMPLE = "h200-speedrun"
+DEFAULT_SAMPLE = "h200-record"
 
 
 def sample_path(name: str = DEFAULT_SAMPLE) -> Path:

@@ -47,20 +47,27 @@ def _write_trace(trace: dict, path: Path) -> None:
 
 
 def cut_one_step(trace: dict, step: int) -> tuple[dict, float]:
-    """The events of profiler step ``step`` and the step's CPU duration in µs.
+    """The events of profiler step ``step`` and the step's CPU duration in µs."""
+    out, durations = cut_steps(trace, step, step)
+    return out, durations[0]
 
-    Kept: every metadata event; CPU-side events overlapping the step's CPU ``ProfilerStep#N``
-    annotation; GPU activity whose launch (matched by ``correlation``) starts inside that window;
-    the step's ``gpu_user_annotation``; flow arrows whose two ends were kept. The profiler's own
-    whole-window span and instant markers are dropped: they describe the full capture, not the step.
+
+def cut_steps(trace: dict, first: int, last: int) -> tuple[dict, list[float]]:
+    """The events of profiler steps ``first..last`` and each step's CPU duration in µs.
+
+    Kept: every metadata event; CPU-side events overlapping the steps' CPU ``ProfilerStep#N``
+    annotations; GPU activity whose launch (matched by ``correlation``) starts inside them;
+    the steps' ``gpu_user_annotation``; flow arrows whose two ends were kept. The profiler's own
+    whole-window span and instant markers are dropped: they describe the full capture, not the steps.
     """
     events = trace["traceEvents"]
-    label = f"ProfilerStep#{step}"
-    cpu_steps = [e for e in events if e.get("cat") == "user_annotation" and e.get("name") == label]
-    if len(cpu_steps) != 1:
-        raise SystemExit(f"expected one CPU annotation {label}, found {len(cpu_steps)}")
+    labels = {f"ProfilerStep#{n}" for n in range(first, last + 1)}
+    cpu_steps = sorted((e for e in events if e.get("cat") == "user_annotation" and e.get("name") in labels),
+                       key=lambda e: e["ts"])
+    if len(cpu_steps) != len(labels):
+        raise SystemExit(f"expected CPU annotations ProfilerStep#{first}..{last}, found {len(cpu_steps)}")
     t0 = cpu_steps[0]["ts"]
-    t1 = t0 + cpu_steps[0]["dur"]
+    t1 = cpu_steps[-1]["ts"] + cpu_steps[-1]["dur"]
 
     def overlaps(e):
         return e["ts"] < t1 and e["ts"] + e.get("dur", 0) > t0
@@ -80,7 +87,7 @@ def cut_one_step(trace: dict, step: int) -> tuple[dict, float]:
             if e.get("args", {}).get("correlation") in launched_inside:
                 kept.append(e)
         elif ph == "X" and cat == "gpu_user_annotation":
-            if e.get("name") == label:
+            if e.get("name") in labels:
                 kept.append(e)
         elif ph == "X" and cat != "Trace":
             if overlaps(e):
@@ -100,7 +107,7 @@ def cut_one_step(trace: dict, step: int) -> tuple[dict, float]:
 
     out = {k: v for k, v in trace.items() if k != "traceEvents"}
     out["traceEvents"] = kept
-    return out, cpu_steps[0]["dur"]
+    return out, [e["dur"] for e in cpu_steps]
 
 
 def make_speedrun(data: Path, dest: Path) -> None:
@@ -123,6 +130,36 @@ def make_speedrun(data: Path, dest: Path) -> None:
     (dest / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
 
 
+# What the run.json of a trainer sample cannot say by itself.
+PROFILE_NOTES = {
+    "h200-record": ("benchmarks/gpu_profile_pair.sh, 2026-11-29: record and parent compiled side by side "
+                    "on one H200 host, then profiled one after the other; the parent's compile workers "
+                    "still ran during part of this record's timed steps, so its dilation is inflated by "
+                    "CPU contention (an earlier uncontended run, before a 40 ms float8 copy per step was "
+                    "removed, measured 1.27)."),
+    "h200-parent": ("benchmarks/gpu_profile_pair.sh, 2026-11-29: --variant parent (all four kernel changes "
+                    "of PR #233 reverted), profiled after the record variant had finished."),
+}
+
+
+def make_from_profile(profile_dir: Path, dest: Path, steps: int = 5) -> None:
+    """A sample from a ``speedtrace profile`` trace set: its first ``steps`` traced steps.
+
+    The last traced step is the one whose end writes the trace (left out of the dilation), so
+    cutting it keeps the sample small and leaves the steps the dilation was measured on.
+    """
+    run = json.loads((profile_dir / "run.json").read_text(encoding="utf-8"))
+    first = run["profiled_steps"][0]
+    last = first + steps - 1
+    for trace_path in sorted(profile_dir.glob("rank-*.trace.json.gz")):
+        trace, _ = cut_steps(_read_trace(trace_path), first, last)
+        _write_trace(trace, dest / trace_path.name)
+    run["sample_steps"] = [first, last]
+    if dest.name in PROFILE_NOTES:
+        run["note"] = PROFILE_NOTES[dest.name]
+    (dest / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
+
+
 def make_nccl(data: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(data / NCCL_SOURCE, dest / "nccl_data.json.gz")
@@ -132,9 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--out", type=Path, default=HERE, help="where the sample folders go")
+    parser.add_argument("--from-profile", nargs=2, action="append", default=[], metavar=("DIR", "NAME"),
+                        help="also cut sample NAME from a `speedtrace profile` trace set in DIR "
+                             "(benchmarks/gpu_profile_pair.sh makes the record and parent ones)")
     args = parser.parse_args(argv)
-    make_speedrun(args.data, args.out / "h200-speedrun")
-    make_nccl(args.data, args.out / "nccl-a100")
+    if args.data.is_dir():
+        make_speedrun(args.data, args.out / "h200-speedrun")
+        make_nccl(args.data, args.out / "nccl-a100")
+    for directory, name in args.from_profile:
+        make_from_profile(Path(directory), args.out / name)
     for f in sorted(args.out.glob("*/*.json*")):
         size = f.stat().st_size
         print(f"{f.relative_to(args.out)}: {size / 1e6:.2f} MB")
