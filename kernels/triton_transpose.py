@@ -31,8 +31,7 @@ else:
     # {element size in bytes or "other": {"copy"/"add": config}}; benchmarks/tune_kernels.py prints these.
     CONFIGS = {
         2: {
-            # copy: 64×64 tiles measured 42.5 µs (85.3%) against 44.1 µs for 128×128 (2026-11-29).
-            "copy": dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, M_FASTEST=True, PROGRAMS_PER_SM=0, num_stages=1),
+            "copy": dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, M_FASTEST=True, PROGRAMS_PER_SM=0, num_stages=1),
             "add": dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, M_FASTEST=True, PROGRAMS_PER_SM=0, num_stages=1),
         },
         "other": {

@@ -20,6 +20,8 @@ def add_arguments(parser):
     p.add_argument("--val-tokens", type=int, default=65_536, help="val tokens (default: 65536)")
     p.add_argument("--shard-tokens", type=int, default=131_072, help="tokens per shard (default: 131072)")
     p.add_argument("--alphabet", type=int, default=256, help="content tokens 0..N-1 (default: 256)")
+    p.add_argument("--doc-len", type=float, default=24.0,
+                   help="mean content tokens per document (default: 24; FineWeb's median is ~400)")
     p.add_argument("--seed", type=int, default=0, help="chain and sampling seed (default: 0)")
 
 
@@ -28,7 +30,7 @@ def run(args) -> int:
     from speedtrace.trainer.config import get_config
     from speedtrace.trainer.data import synth
 
-    for name in ("train_tokens", "val_tokens", "shard_tokens", "alphabet"):
+    for name in ("train_tokens", "val_tokens", "shard_tokens", "alphabet", "doc_len"):
         if getattr(args, name) < 1:
             raise SpeedtraceError(f"--{name.replace('_', '-')} must be positive")
     bos = get_config(args.config).model.bos_id
@@ -36,7 +38,7 @@ def run(args) -> int:
         raise SpeedtraceError(f"--alphabet {args.alphabet} would reach the BOS id {bos} of the {args.config} config")
     try:
         facts = synth(args.dir, train_tokens=args.train_tokens, val_tokens=args.val_tokens,
-                      shard_tokens=args.shard_tokens, alphabet=args.alphabet, bos_id=bos, seed=args.seed)
+                      shard_tokens=args.shard_tokens, alphabet=args.alphabet, bos_id=bos, doc_len=args.doc_len, seed=args.seed)
     except OSError as exc:
         raise SpeedtraceError(f"{args.dir}: cannot write shards ({exc.strerror or exc})") from None
     n_train, n_val = len(facts["files"]["train"]), len(facts["files"]["val"])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import sys
 
+from speedtrace.trainer.config import REVERTIBLE  # plain dataclasses: no torch at import
 
 DESCRIPTION = """\
 Run the bundled modded-nanogpt record-233 trainer. Under `torchrun --nproc_per_node=K` (K = 1, 2,
@@ -19,8 +19,6 @@ examples:
   torchrun --nproc_per_node=8 $(which speedtrace) train --config speedrun --data DIR
   speedtrace train --config speedrun --data DIR --steps 60 --warmup stage1 --val-every -1 --sync-steps
   speedtrace train --config speedrun --data DIR --start-step 967 --steps 20 --revert mlp-select"""
-
-from speedtrace.trainer.config import REVERTIBLE  # plain dataclasses: no torch at import
 
 
 def add_arguments(parser):
@@ -60,4 +58,4 @@ def run(args) -> int:
     os.environ.setdefault("PYTORCH_ALLOC_CONF", "expandable_segments:True")
     from speedtrace.trainer.train import run_from_args
 
-    return run_from_args(args, ["speedtrace", "train", *sys.argv[2:]])
+    return run_from_args(args)

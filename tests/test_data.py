@@ -1,0 +1,216 @@
+"""Shards, the aligned and unaligned loaders, the bigram hash and the synthetic Markov data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from speedtrace.cli import main as cli_main
+from speedtrace.errors import SpeedtraceError
+from speedtrace.trainer.data import (
+    MarkovSource,
+    TrainLoader,
+    ValLoader,
+    bigram_hash,
+    find_shards,
+    read_shard,
+    synth,
+    write_shard,
+)
+
+BOS = 9
+SHARD_A = [9, 1, 2, 3, 9, 4, 5, 9, 6, 7, 8, 1, 2, 9, 3]   # documents start at 0, 4, 7, 13
+SHARD_B = [9, 5, 5, 5, 5, 5, 5, 9, 1]                      # documents start at 0, 7
+
+
+def test_shard_round_trip_and_header(tmp_path):
+    path = tmp_path / "x_train_000.bin"
+    write_shard(path, np.array([1, 2, 65535]))
+    raw = path.read_bytes()
+    assert np.frombuffer(raw[:12], dtype=np.int32).tolist() == [20240520, 1, 3]
+    assert len(raw) == 1024 + 6
+    assert read_shard(path).tolist() == [1, 2, 65535]
+
+
+def _write(path, header, tokens):
+    h = np.zeros(256, dtype=np.int32)
+    h[: len(header)] = header
+    path.write_bytes(h.tobytes() + np.asarray(tokens, dtype=np.uint16).tobytes())
+
+
+def test_bad_shards_give_clear_errors(tmp_path):
+    _write(tmp_path / "magic.bin", [20240521, 1, 2], [1, 2])
+    with pytest.raises(SpeedtraceError, match="magic.bin: not a token shard"):
+        read_shard(tmp_path / "magic.bin")
+    _write(tmp_path / "version.bin", [20240520, 2, 2], [1, 2])
+    with pytest.raises(SpeedtraceError, match="version 2"):
+        read_shard(tmp_path / "version.bin")
+    _write(tmp_path / "short.bin", [20240520, 1, 5], [1, 2])
+    with pytest.raises(SpeedtraceError, match="truncated shard: header says 5 tokens, file holds 2"):
+        read_shard(tmp_path / "short.bin")
+    (tmp_path / "tiny.bin").write_bytes(b"\x00\x01")
+    with pytest.raises(SpeedtraceError, match="tiny.bin"):
+        read_shard(tmp_path / "tiny.bin")
+
+
+def test_no_files_is_a_clear_error(tmp_path):
+    with pytest.raises(SpeedtraceError, match="no train shards"):
+        find_shards(tmp_path, "train")
+    with pytest.raises(SpeedtraceError, match="not found"):
+        find_shards(tmp_path / "missing", "val")
+
+
+def test_find_shards_matches_fineweb_names_sorted(tmp_path):
+    for name in ("fineweb_train_000002.bin", "fineweb_train_000001.bin", "fineweb_val_000000.bin"):
+        write_shard(tmp_path / name, [BOS])
+    assert [p.name for p in find_shards(tmp_path, "train")] == ["fineweb_train_000001.bin",
+                                                                "fineweb_train_000002.bin"]
+    assert [p.name for p in find_shards(tmp_path, "val")] == ["fineweb_val_000000.bin"]
+
+
+@pytest.fixture
+def two_shards(tmp_path):
+    write_shard(tmp_path / "a_train_0.bin", SHARD_A)
+    write_shard(tmp_path / "a_train_1.bin", SHARD_B)
+    return [tmp_path / "a_train_0.bin", tmp_path / "a_train_1.bin"]
+
+
+def _loader(files, **kw):
+    # 4 tokens per rank and micro-batch step (batch 32 over 8 micro-batches), pieces of <= 3 tokens
+    args = dict(batch_size=32, seq_len=3, micro_batches=8, bos_id=BOS, bigram_vocab=20)
+    args.update(kw)
+    return TrainLoader(files, **args)
+
+
+def test_aligned_loader_cuts_documents_and_rolls_over(two_shards):
+    loader = _loader(two_shards)
+    b = loader.next_batch()
+    # doc at 0 cut to seq_len 3: [9 1 2]; doc at 4 cut to the 2 tokens still needed: [9 4]
+    assert b.inputs.tolist() == [9, 1, 2, 9]
+    assert b.targets.tolist() == [1, 2, 9, 4]
+    assert b.inputs.dtype == np.int32 and b.targets.dtype == np.int64
+    assert b.cu_seqlens[:3].tolist() == [0, 3, 4]
+    assert b.cu_seqlens.size == 128 and set(b.cu_seqlens[2:].tolist()) == {4}
+    assert loader.position == (0, 2)
+    b = loader.next_batch()
+    assert b.inputs.tolist() == [9, 6, 7, 9] and b.targets.tolist() == [6, 7, 9, 3]
+    # shard A has no documents left: the next batch comes from shard B
+    b = loader.next_batch()
+    assert loader.position == (1, 2)
+    assert b.inputs.tolist() == [9, 5, 5, 9] and b.targets.tolist() == [5, 5, 9, 1]
+    with pytest.raises(SpeedtraceError, match="training data exhausted after 2 shard"):
+        loader.next_batch()
+
+
+def test_partial_step_at_shard_end_is_dropped(two_shards):
+    # 8 tokens per rank: the second step starts with shard A's last document, runs out, and is
+    # taken whole from shard B instead
+    loader = _loader(two_shards, batch_size=64, seq_len=100)
+    assert loader.next_batch().inputs.tolist() == [9, 1, 2, 3, 9, 4, 5, 9]
+    b = loader.next_batch()
+    assert loader.position == (1, 2)
+    assert b.inputs.tolist() == [9, 5, 5, 5, 5, 5, 5, 9]
+
+
+def test_ranks_take_consecutive_documents(two_shards):
+    r0 = _loader(two_shards, world_size=2, rank=0)
+    r1 = _loader(two_shards, world_size=2, rank=1)
+    assert r0.next_batch().inputs.tolist() == [9, 1, 2, 9]
+    assert r1.next_batch().inputs.tolist() == [9, 6, 7, 9]
+    # both ranks moved past all four documents of shard A
+    assert r0.position == r1.position == (0, 4)
+
+
+def test_set_batch_changes_tokens_and_piece_length(two_shards):
+    loader = _loader(two_shards)
+    loader.set_batch(40, 100)   # 5 tokens per rank, whole documents
+    b = loader.next_batch()
+    assert b.inputs.tolist() == [9, 1, 2, 3, 9] and b.targets.tolist() == [1, 2, 3, 9, 4]
+    assert b.cu_seqlens[:3].tolist() == [0, 4, 5]
+
+
+def test_bigram_hash_matches_integer_arithmetic():
+    tokens = np.array([50256, 17, 50303, 0, 123], dtype=np.int32)
+    mod = 251_519
+    expected = [mod] + [((36313 * t) ^ (27191 * p)) % mod for p, t in zip(tokens[:-1].tolist(), tokens[1:].tolist())]
+    assert bigram_hash(tokens, 251_520).tolist() == expected
+    assert bigram_hash(tokens, 251_520).dtype == np.int32
+
+
+def test_val_loader_windows_and_rollover(tmp_path):
+    # 8 micro-batches of 2 tokens: each step takes 2 tokens per rank, 4 with 2 ranks
+    write_shard(tmp_path / "v_val_0.bin", [9, 1, 2, 9, 3, 4, 5, 6])
+    write_shard(tmp_path / "v_val_1.bin", [7, 9, 8, 1, 2, 3])
+    files = [tmp_path / "v_val_0.bin", tmp_path / "v_val_1.bin"]
+    kw = dict(batch_size=16, micro_batches=8, bos_id=BOS, bigram_vocab=20, world_size=2)
+    r0, r1 = ValLoader(files, rank=0, **kw), ValLoader(files, rank=1, **kw)
+    a, b = r0.next_batch(), r1.next_batch()
+    assert (a.inputs.tolist(), a.targets.tolist()) == ([9, 1], [1, 2])
+    assert (b.inputs.tolist(), b.targets.tolist()) == ([2, 9], [9, 3])
+    assert a.cu_seqlens[:2].tolist() == [0, 0]   # a BOS at position 0 gives an empty first document
+    assert b.cu_seqlens[:3].tolist() == [0, 1, 2]
+    # 4 + 4 + 1 >= 8 (the record's test keeps one token spare): the second step starts the next shard
+    a, b = r0.next_batch(), r1.next_batch()
+    assert a.inputs.tolist() == [7, 9] and b.inputs.tolist() == [8, 1]
+    with pytest.raises(SpeedtraceError, match="not enough validation tokens"):
+        r0.next_batch()
+
+
+def _conditional_entropy_from_counts(tokens):
+    t = tokens.astype(np.int64)
+    n = int(t.max()) + 1
+    ctx = t[:-2] * n + t[1:-1]
+    joint = {}
+    for c, x in zip(ctx.tolist(), t[2:].tolist()):
+        joint.setdefault(c, {}).setdefault(x, 0)
+        joint[c][x] += 1
+    total, h = len(ctx), 0.0
+    for nexts in joint.values():
+        m = sum(nexts.values())
+        for k in nexts.values():
+            h -= k / total * np.log(k / m)
+    return h
+
+
+def test_markov_source_entropy_rate_matches_the_stream():
+    # A small alphabet so that 200k tokens visit every context often: the plug-in estimate of
+    # H(x_t | x_t-2, x_t-1) from counts must agree with the closed form.
+    source = MarkovSource(alphabet=12, bos_id=12, candidates=6, support=3, end_prob=0.1, seed=3)
+    tokens = source.generate(200_000, np.random.default_rng(5))
+    assert tokens[0] == 12
+    assert _conditional_entropy_from_counts(tokens) == pytest.approx(source.entropy_rate, abs=0.01)
+    bos_share = (tokens == 12).mean()
+    assert bos_share == pytest.approx(0.1 / 1.1, abs=0.005)
+    # no empty documents
+    assert not np.any((tokens[:-1] == 12) & (tokens[1:] == 12))
+
+
+def test_synth_writes_shards_and_facts(tmp_path):
+    facts = synth(tmp_path, train_tokens=5000, val_tokens=2000, shard_tokens=2000)
+    assert [p.name for p in find_shards(tmp_path, "train")] == [
+        "synth_train_000000.bin", "synth_train_000001.bin", "synth_train_000002.bin"]
+    assert read_shard(tmp_path / "synth_train_000002.bin").size == 1000
+    stored = json.loads((tmp_path / "synth.json").read_text())
+    assert stored["entropy_rate"] == facts["entropy_rate"]
+    # the stream is far more predictable from its context than from token frequencies alone
+    assert facts["entropy_rate"] < facts["bigram_entropy"] < facts["unigram_entropy"]
+    # same seed, same data
+    synth(tmp_path / "again", train_tokens=5000, val_tokens=2000, shard_tokens=2000)
+    assert (tmp_path / "again" / "synth_val_000000.bin").read_bytes() == (tmp_path / "synth_val_000000.bin").read_bytes()
+
+
+def test_data_synth_command_prints_entropies(tmp_path, capsys):
+    rc = cli_main(["data", "synth", str(tmp_path), "--train-tokens", "4000", "--val-tokens", "1000"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "entropy rate" in out and "unigram entropy" in out
+    assert find_shards(tmp_path, "val")
+
+
+def test_bigram_entropy_by_hand():
+    from speedtrace.trainer.data import bigram_entropy
+
+    # after 1: 2, 2, 3, 2 (p = 3/4, 1/4); after 2: 1, 1; after 3: 50000; after 50000: 1
+    tokens = np.array([1, 2, 1, 2, 1, 3, 50000, 1, 2])
+    expected = (3 * np.log(4 / 3) + np.log(4)) / 8
+    assert bigram_entropy(tokens) == pytest.approx(expected, abs=1e-12)

@@ -1,0 +1,408 @@
+"""Token shards, the record's two loaders, the bigram hash and synthetic data.
+
+Shard format (the record's, shared with the FineWeb shards of modded-nanogpt): a header of 256
+int32 — magic 20240520, version 1, token count — then the tokens as uint16 from byte 1024.
+
+Training batches are BOS-aligned: every rank of a micro-batch step takes whole documents in
+order, each cut at ``max_seq_len`` (the rest of a long document is dropped), until it has
+exactly ``per_rank_tokens + 1`` tokens; inputs and targets are that buffer shifted by one.
+Validation batches are plain contiguous windows. Both come with ``cu_seqlens`` (document starts,
+padded to a multiple of 128 entries) and the bigram hash ids the model embeds.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from speedtrace.errors import SpeedtraceError
+
+MAGIC = 20240520
+VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+TRAIN_GLOB = "*train_*.bin"
+VAL_GLOB = "*val_*.bin"
+
+
+# -- shard files ------------------------------------------------------------------------------
+def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
+    """Write ``tokens`` (values below 65536) as one shard."""
+    tokens = np.asarray(tokens)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= 2**16):
+        raise ValueError("shard tokens must fit in uint16")
+    header = np.zeros(HEADER_INTS, dtype=np.int32)
+    header[:3] = (MAGIC, VERSION, tokens.size)
+    with open(path, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype(np.uint16).tobytes())
+
+
+def read_shard(path: str | os.PathLike) -> np.ndarray:
+    """The tokens of one shard as uint16; a bad header or a short file is a SpeedtraceError."""
+    path = Path(path)
+    try:
+        with path.open("rb", buffering=0) as f:
+            raw = f.read(HEADER_BYTES)
+            header = np.frombuffer(raw[: len(raw) // 4 * 4], dtype=np.int32)
+            if header.size < 3:
+                raise SpeedtraceError(f"{path}: too short for a shard header ({header.size * 4} bytes)")
+            if header[0] != MAGIC:
+                raise SpeedtraceError(f"{path}: not a token shard (magic {header[0]}, expected {MAGIC})")
+            if header[1] != VERSION:
+                raise SpeedtraceError(f"{path}: unsupported shard version {header[1]} (expected {VERSION})")
+            count = int(header[2])
+            if header.size < HEADER_INTS:
+                raise SpeedtraceError(f"{path}: truncated header")
+            tokens = np.empty(count, dtype=np.uint16)
+            nbytes = f.readinto(memoryview(tokens).cast("B"))
+    except OSError as exc:
+        raise SpeedtraceError(f"{path}: cannot read shard ({exc.strerror or exc})") from None
+    if nbytes != 2 * count:
+        raise SpeedtraceError(f"{path}: truncated shard: header says {count} tokens, file holds {nbytes // 2}")
+    return tokens
+
+
+def find_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
+    """Sorted shards of ``split`` ('train' or 'val') in ``data_dir`` (or its data/fineweb10B/)."""
+    pattern = {"train": TRAIN_GLOB, "val": VAL_GLOB}[split]
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise SpeedtraceError(f"{data_dir}: data directory not found")
+    for d in (data_dir, data_dir / "data" / "fineweb10B"):
+        files = sorted(Path(p) for p in glob.glob(str(d / pattern)))
+        if files:
+            return files
+    raise SpeedtraceError(f"{data_dir}: no {split} shards ({pattern}); make some with `speedtrace data synth`")
+
+
+# -- helpers shared by both loaders --------------------------------------------------------------
+def bigram_hash(inputs: np.ndarray, vocab: int, mul_a: int = 36313, mul_b: int = 27191) -> np.ndarray:
+    """Hash of (token, previous token) into [0, vocab - 1); position 0 gets the reserved id vocab - 1.
+
+    int32 arithmetic as in the record (for GPT-2 ids the products stay below 2**31); document
+    boundaries are not masked, so a BOS hashes with the previous document's last token.
+    """
+    x = inputs.astype(np.int32)
+    out = np.empty_like(x)
+    mod = vocab - 1
+    out[0] = mod
+    out[1:] = np.bitwise_xor(np.int32(mul_a) * x[1:], np.int32(mul_b) * x[:-1]) % mod
+    return out
+
+
+def padded_doc_count(per_rank_tokens: int, needed: int) -> int:
+    """Entries of cu_seqlens: the record's next multiple of 128 of tokens // 300 (median document
+    ~400 tokens), grown (again to a multiple of 128) only if a batch holds more documents."""
+    n = max(128, math.ceil(per_rank_tokens // 300 / 128) * 128)
+    if needed > n:
+        n = math.ceil(needed / 128) * 128
+    return n
+
+
+@dataclass
+class Batch:
+    """One rank's micro-batch, on the host (numpy)."""
+
+    inputs: np.ndarray       # int32 (T,)
+    targets: np.ndarray      # int64 (T,)
+    cu_seqlens: np.ndarray   # int32 (padded,)
+    bigram_ids: np.ndarray   # int32 (T,)
+
+    def to(self, device):
+        """(inputs, targets, cu_seqlens, bigram_ids) as torch tensors on ``device``."""
+        import torch
+
+        cuda = torch.device(device).type == "cuda"
+        out = []
+        for a in (self.inputs, self.targets, self.cu_seqlens, self.bigram_ids):
+            t = torch.from_numpy(a)
+            if cuda:
+                t = t.pin_memory().to(device, non_blocking=True)
+            out.append(t)
+        return tuple(out)
+
+
+def _make_batch(buf: np.ndarray, cu: np.ndarray, per_rank: int, bigram_vocab: int, hash_muls) -> Batch:
+    inputs = buf[:-1].astype(np.int32)
+    cu_full = np.full(padded_doc_count(per_rank, cu.size), per_rank, dtype=np.int32)
+    cu_full[: cu.size] = cu
+    return Batch(inputs, buf[1:].astype(np.int64), cu_full,
+                 bigram_hash(inputs, bigram_vocab, *hash_muls))
+
+
+# -- training loader ------------------------------------------------------------------------------
+class _Shard:
+    """A loaded training shard with the positions of its BOS tokens."""
+
+    def __init__(self, path: Path, bos_id: int):
+        self.path = path
+        self.tokens = read_shard(path)
+        self.bos = np.flatnonzero(self.tokens == bos_id)
+        self.next_doc = 0   # index into self.bos of the next unread document
+
+
+class _Prefetch:
+    """Loads the next shard on a background thread while the current one is used."""
+
+    def __init__(self, path: Path, bos_id: int):
+        self._result = {}
+        self._thread = threading.Thread(target=self._load, args=(path, bos_id), daemon=True)
+        self._thread.start()
+
+    def _load(self, path, bos_id):
+        try:
+            self._result["shard"] = _Shard(path, bos_id)
+        except BaseException as exc:  # noqa: B036 - re-raised on the consumer's thread
+            self._result["error"] = exc
+
+    def get(self) -> _Shard:
+        self._thread.join()
+        if "error" in self._result:
+            raise self._result["error"]
+        return self._result["shard"]
+
+
+class TrainLoader:
+    """The record's BOS-aligned loader over the sorted train shards, one pass, no cycling.
+
+    Each call of ``next_batch`` is one micro-batch step of all ranks: per-rank tokens are
+    ``batch_size / micro_batches``, rank r takes the r-th consecutive range of documents and gets
+    its own part back. When a shard cannot fill a whole micro-batch step, that step's partial
+    documents are dropped and the next shard (prefetched in the background) takes over.
+    """
+
+    def __init__(self, files, *, batch_size: int, seq_len: int, micro_batches: int = 8,
+                 rank: int = 0, world_size: int = 1, bos_id: int = 50256, bigram_vocab: int = 251_520,
+                 hash_muls: tuple[int, int] = (36313, 27191)):
+        self.files = [Path(f) for f in files]
+        if not self.files:
+            raise SpeedtraceError("no training shards given")
+        if micro_batches % world_size:
+            raise ValueError(f"world size {world_size} does not divide {micro_batches} micro-batches")
+        self.micro_batches, self.rank, self.world_size = micro_batches, rank, world_size
+        self.bos_id, self.bigram_vocab, self.hash_muls = bos_id, bigram_vocab, hash_muls
+        self.set_batch(batch_size, seq_len)
+        self.shard_index = 0
+        self.shard = _Shard(self.files[0], bos_id)
+        self._prefetch = self._start_prefetch(1)
+
+    def _start_prefetch(self, index):
+        return _Prefetch(self.files[index], self.bos_id) if index < len(self.files) else None
+
+    def set_batch(self, batch_size: int, seq_len: int) -> None:
+        """Change the global batch size and the longest document piece from the next batch on."""
+        if batch_size % self.micro_batches:
+            raise ValueError(f"batch size {batch_size} is not a multiple of {self.micro_batches} micro-batches")
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.per_rank_tokens = batch_size // self.micro_batches
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(shard index, next document index): where the next batch starts."""
+        return self.shard_index, self.shard.next_doc
+
+    def _pieces(self, shard: _Shard):
+        """[(start, end)] of every rank for one micro-batch step, or None if the shard runs out."""
+        bos, size, need = shard.bos, shard.tokens.size, self.per_rank_tokens + 1
+        doc = shard.next_doc
+        per_rank = []
+        for _ in range(self.world_size):
+            pieces, have = [], 0
+            while have < need:
+                if doc >= bos.size:
+                    return None, doc
+                start = int(bos[doc])
+                doc_end = int(bos[doc + 1]) if doc + 1 < bos.size else size
+                end = min(doc_end, start + self.seq_len, start + need - have)
+                pieces.append((start, end))
+                have += end - start
+                doc += 1
+            per_rank.append(pieces)
+        return per_rank, doc
+
+    def next_batch(self) -> Batch:
+        """This rank's next micro-batch."""
+        while True:
+            per_rank, doc = self._pieces(self.shard)
+            if per_rank is not None:
+                break
+            if self._prefetch is None:
+                raise SpeedtraceError(
+                    f"{self.files[-1].parent}: training data exhausted after {len(self.files)} shard(s)")
+            self.shard = self._prefetch.get()
+            self.shard_index += 1
+            self._prefetch = self._start_prefetch(self.shard_index + 1)
+        self.shard.next_doc = doc
+        pieces = per_rank[self.rank]
+        buf = np.concatenate([self.shard.tokens[s:e] for s, e in pieces])
+        lengths = np.array([e - s for s, e in pieces], dtype=np.int64)
+        lengths[-1] -= 1  # the buffer holds one extra token, for the last target
+        cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        return _make_batch(buf, cu, self.per_rank_tokens, self.bigram_vocab, self.hash_muls)
+
+
+class ValLoader:
+    """The record's unaligned validation loader: contiguous windows from the start of the val shards.
+
+    Micro-batch step k gives rank r the ``per_rank_tokens (+1)`` tokens at
+    ``pos + r * per_rank_tokens``; ``pos`` advances by all ranks' tokens and moves to the next
+    shard (from its start) when the current one cannot hold another step.
+    """
+
+    def __init__(self, files, *, batch_size: int, micro_batches: int = 8, rank: int = 0,
+                 world_size: int = 1, bos_id: int = 50256, bigram_vocab: int = 251_520,
+                 hash_muls: tuple[int, int] = (36313, 27191)):
+        self.files = [Path(f) for f in files]
+        if not self.files:
+            raise SpeedtraceError("no validation shards given")
+        if batch_size % micro_batches:
+            raise ValueError(f"val batch size {batch_size} is not a multiple of {micro_batches} micro-batches")
+        self.rank, self.world_size = rank, world_size
+        self.bos_id, self.bigram_vocab, self.hash_muls = bos_id, bigram_vocab, hash_muls
+        self.per_rank_tokens = batch_size // micro_batches
+        self.step_tokens = self.per_rank_tokens * world_size
+        self.file_index, self.pos = 0, 0
+        self.tokens = read_shard(self.files[0])
+
+    def next_batch(self) -> Batch:
+        while self.pos + self.step_tokens + 1 >= self.tokens.size:
+            self.file_index += 1
+            if self.file_index >= len(self.files):
+                raise SpeedtraceError(
+                    f"{self.files[-1].parent}: not enough validation tokens for a "
+                    f"{self.step_tokens}-token step after {len(self.files)} shard(s)")
+            self.tokens, self.pos = read_shard(self.files[self.file_index]), 0
+        start = self.pos + self.rank * self.per_rank_tokens
+        buf = self.tokens[start: start + self.per_rank_tokens + 1]
+        self.pos += self.step_tokens
+        cu = np.concatenate([[0], np.flatnonzero(buf[:-1] == self.bos_id)]).astype(np.int32)
+        return _make_batch(buf, cu, self.per_rank_tokens, self.bigram_vocab, self.hash_muls)
+
+
+# -- synthetic data -------------------------------------------------------------------------------
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+class MarkovSource:
+    """A fixed random order-2 Markov chain over ``alphabet`` content tokens and a BOS token.
+
+    Each previous token b (BOS included) has ``candidates`` possible successors; the context
+    (a, b) draws ``support`` of them, in a random order, with one fixed probability vector p. So
+    the next content token given the two previous ones has entropy exactly H(p) whatever the
+    context, most of that structure is already visible from b alone (an easy first thing for a
+    model to learn), and the rest needs a. After a content token the document ends (BOS) with
+    probability ``end_prob``; after BOS a content token always follows.
+    """
+
+    def __init__(self, *, alphabet: int = 256, bos_id: int = 256, candidates: int = 32,
+                 support: int = 8, end_prob: float = 1 / 24, seed: int = 0):
+        if not 0 < support <= candidates <= alphabet:
+            raise ValueError("need 0 < support <= candidates <= alphabet")
+        if bos_id < alphabet:
+            raise ValueError(f"BOS id {bos_id} collides with the content tokens 0..{alphabet - 1}")
+        self.alphabet, self.bos_id, self.end_prob, self.seed = alphabet, bos_id, end_prob, seed
+        rng = np.random.default_rng(seed)
+        self.p = np.sort(rng.dirichlet(np.ones(support)))[::-1].copy()
+        n_ctx = alphabet + 1   # content tokens, then BOS as context index `alphabet`
+        cands = np.stack([rng.choice(alphabet, candidates, replace=False) for _ in range(n_ctx)])
+        order = rng.random((n_ctx, n_ctx, candidates)).argsort(axis=-1)[..., :support]
+        # successors[a, b, k]: the k-th most likely successor of context (a, b)
+        self.successors = np.take_along_axis(np.broadcast_to(cands[None], (n_ctx, n_ctx, candidates)),
+                                             order, axis=-1)
+
+    @property
+    def conditional_entropy(self) -> float:
+        """H(next content token | two previous tokens), nats: the same for every context."""
+        return _entropy(self.p)
+
+    @property
+    def entropy_rate(self) -> float:
+        """Entropy per token of the whole stream (content and BOS), nats: the best possible loss."""
+        q = self.end_prob
+        bos_share = q / (1 + q)  # each BOS is followed by content; content ends with prob. q
+        end_entropy = _entropy(np.array([q, 1 - q]))
+        h = self.conditional_entropy
+        return bos_share * h + (1 - bos_share) * (end_entropy + (1 - q) * h)
+
+    def generate(self, n_tokens: int, rng: np.random.Generator) -> np.ndarray:
+        """``n_tokens`` of the stream, starting with a BOS."""
+        k = np.searchsorted(np.cumsum(self.p), rng.random(n_tokens), side="right")
+        k = np.minimum(k, self.p.size - 1).tolist()
+        ends = (rng.random(n_tokens) < self.end_prob).tolist()
+        succ = self.successors.reshape(-1).tolist()
+        n_ctx, s = self.alphabet + 1, self.p.size
+        bos_ctx = self.alphabet
+        out = [0] * n_tokens
+        a, b = bos_ctx, bos_ctx
+        out[0] = self.bos_id
+        for i in range(1, n_tokens):
+            if b != bos_ctx and ends[i]:
+                tok, ctx = self.bos_id, bos_ctx
+            else:
+                tok = succ[(a * n_ctx + b) * s + k[i]]
+                ctx = tok
+            out[i] = tok
+            a, b = b, ctx
+        return np.array(out, dtype=np.uint16)
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+    """Entropy, nats, of the token frequencies of ``tokens`` (what a unigram model would lose)."""
+    counts = np.bincount(tokens.astype(np.int64))
+    return _entropy(counts / counts.sum())
+
+
+def bigram_entropy(tokens: np.ndarray) -> float:
+    """Empirical entropy, nats, of a token given only the previous one (an order-1 model's loss)."""
+    _, t = np.unique(tokens, return_inverse=True)   # dense ids: the table is (distinct tokens)^2
+    t = t.astype(np.int64)
+    n = int(t.max()) + 1
+    pairs, counts = np.unique(t[:-1] * n + t[1:], return_counts=True)
+    prev = np.bincount(pairs // n, weights=counts, minlength=n)[pairs // n]
+    return float((counts * np.log(prev / counts)).sum() / counts.sum())
+
+
+def synth(data_dir: str | os.PathLike, *, train_tokens: int, val_tokens: int, shard_tokens: int,
+          alphabet: int = 256, bos_id: int = 256, doc_len: float = 24.0, seed: int = 0) -> dict:
+    """Write synthetic train and val shards of ``MarkovSource`` documents; returns their facts.
+
+    The facts (entropies in nats, shard names, the chain's parameters) are also written to
+    ``synth.json`` beside the shards. ``doc_len`` is the mean number of content tokens of a
+    document (geometric lengths; FineWeb's median is about 400).
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if doc_len < 1:
+        raise ValueError(f"mean document length {doc_len} is below one token")
+    source = MarkovSource(alphabet=alphabet, bos_id=bos_id, end_prob=1 / doc_len, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    files, all_tokens = {"train": [], "val": []}, []
+    for split, total in (("val", val_tokens), ("train", train_tokens)):
+        for i, start in enumerate(range(0, total, shard_tokens)):
+            tokens = source.generate(min(shard_tokens, total - start), rng)
+            path = data_dir / f"synth_{split}_{i:06d}.bin"
+            write_shard(path, tokens)
+            files[split].append(path.name)
+            all_tokens.append(tokens)
+    stream = np.concatenate(all_tokens)
+    facts = {
+        "alphabet": alphabet, "bos_id": bos_id, "seed": seed, "end_prob": source.end_prob,
+        "train_tokens": train_tokens, "val_tokens": val_tokens, "shard_tokens": shard_tokens,
+        "conditional_entropy": source.conditional_entropy,
+        "entropy_rate": source.entropy_rate,
+        "unigram_entropy": unigram_entropy(stream),
+        "bigram_entropy": bigram_entropy(stream),
+        "files": files,
+    }
+    (data_dir / "synth.json").write_text(json.dumps(facts, indent=2) + "\n")
+    return facts
