@@ -16,8 +16,8 @@ Dilation = median profiled step time / median unprofiled step time, both timed b
 device synchronisations, leaving out the last active step (its end writes the trace).
 
 modes:
-  timing  the least dilating configuration (CPU+CUDA activities without shapes on the H200,
-          measured; CUDA-only with step-marker kernels via --activities cuda)
+  timing  the least dilating configuration measured on the H200: CUDA activities only, steps
+          marked by marker kernels (no CPU ops, so no phases or gap attribution)
   full    CPU+CUDA activities: every CPU op, launch and record_function range
 Shapes, stacks and memory (--record-shapes, --with-stack, --profile-memory) are opt-in: they
 dilate the step several-fold, and `speedtrace report` then warns which numbers they distort.
