@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import shared_path
-from speedtrace.analysis.logparse import RunLog, parse_log, parse_log_text, stage_bounds, stage_step_ms
 
+from speedtrace.analysis.logparse import RunLog, parse_log, parse_log_text, stage_bounds, stage_step_ms
 from speedtrace.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"
