@@ -8,6 +8,7 @@ select_backward, SM contention and comm queueing, the gap groups that changed, t
 from __future__ import annotations
 
 from speedtrace.analysis.diff_verdict import count_text, minus
+from speedtrace.analysis.tables import md_escape, md_table, text_table
 
 KERNELS_SHOWN = 20
 GAP_GROUPS_SHOWN = 20
@@ -139,10 +140,6 @@ def _gap_rows(doc: dict) -> tuple[list[list[str]], int]:
 # ----------------------------------------------------------------------------------- text
 
 
-def _table(rows: list[list[str]], right: set[int], indent: str = "  ") -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [(indent + "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                                for i, (c, w) in enumerate(zip(r, widths)))).rstrip() for r in rows]
 
 
 def render_text(doc: dict) -> str:
@@ -150,7 +147,7 @@ def render_text(doc: dict) -> str:
     lines = ["speedtrace diff", *_header(doc)]
     lines += [f"warning: {w}" for w in doc["warnings"]]
     lines += ["", "metrics (* = larger than the per-step noise):"]
-    lines += _table(_metric_rows(doc), right={1, 2, 3, 4})
+    lines += text_table(_metric_rows(doc), right={1, 2, 3, 4}, indent="  ")
 
     shown, more = shown_kernels(doc)
     lines += ["", "kernel changes (largest |Δµs| first):"]
@@ -168,7 +165,7 @@ def render_text(doc: dict) -> str:
             if absorbed:
                 extra.append(absorbed)
             notes[len(rows) - 1] = extra
-        table = _table(rows, right={3, 4, 5})
+        table = text_table(rows, right={3, 4, 5}, indent="  ")
         for i, line in enumerate(table):
             lines.append(line)
             lines += [f"      {n}" for n in notes.get(i, [])]
@@ -181,7 +178,7 @@ def render_text(doc: dict) -> str:
     lines += ["", "SMs and comm:"] + [f"  {s}" for s in _sm_comm_lines(doc)]
     gap_rows, more = _gap_rows(doc)
     lines += ["", "gap groups that changed (by kind and phase):"]
-    lines += _table(gap_rows, right={3, 4, 5, 6, 7}) if len(gap_rows) > 1 else ["  none"]
+    lines += text_table(gap_rows, right={3, 4, 5, 6, 7}, indent="  ") if len(gap_rows) > 1 else ["  none"]
     if more:
         lines.append(f"  ... {more} more gap groups (see --format json)")
     lines += ["", "verdict:"] + [f"  {v}" for v in doc["verdict"].splitlines()]
@@ -191,25 +188,19 @@ def render_text(doc: dict) -> str:
 # ------------------------------------------------------------------------------- markdown
 
 
-def _md(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(rows: list[list[str]], right: set[int]) -> list[str]:
-    head = "| " + " | ".join(_md(c) for c in rows[0]) + " |"
-    rule = "|" + "|".join("---:" if i in right else "---" for i in range(len(rows[0]))) + "|"
-    return [head, rule] + ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows[1:]]
 
 
 def render_markdown(doc: dict) -> str:
     """The diff as GitHub-flavoured markdown, verdict last."""
     out = ["# speedtrace diff", ""]
-    out += [f"- {_md(line)}" for line in _header(doc)] + [""]
-    out += [f"> **warning:** {_md(w)}  " for w in doc["warnings"]]
+    out += [f"- {md_escape(line)}" for line in _header(doc)] + [""]
+    out += [f"> **warning:** {md_escape(w)}  " for w in doc["warnings"]]
     if doc["warnings"]:
         out.append("")
     out += ["## Metrics", "", "`*`: larger than the per-step noise.", ""]
-    out += _md_table(_metric_rows(doc), right={1, 2, 3, 4}) + [""]
+    out += md_table(_metric_rows(doc), right={1, 2, 3, 4}) + [""]
 
     shown, more = shown_kernels(doc)
     out += ["## Kernel changes", ""]
@@ -225,18 +216,18 @@ def render_markdown(doc: dict) -> str:
             rows.append([k["status"], f"`{_short(k['key'], 90)}`", _counts(k), _us(k["before_us"]),
                          _us(k["after_us"]), minus(f"{k['delta_us']:+,.1f}"),
                          "*" if k.get("significant") else "", "; ".join(notes)])
-        out += _md_table(rows, right={3, 4, 5}) + [""]
+        out += md_table(rows, right={3, 4, 5}) + [""]
         if more:
             out += [f"... {more} more kernel changes (see `--format json`).", ""]
     else:
         out += ["None.", ""]
 
-    out += ["## select_backward", "", _md(_select_backward_text(doc)), ""]
-    out += ["## SMs and comm", ""] + [f"- {_md(s)}" for s in _sm_comm_lines(doc)] + [""]
+    out += ["## select_backward", "", md_escape(_select_backward_text(doc)), ""]
+    out += ["## SMs and comm", ""] + [f"- {md_escape(s)}" for s in _sm_comm_lines(doc)] + [""]
     gap_rows, more = _gap_rows(doc)
     out += ["## Gap groups that changed", ""]
-    out += _md_table(gap_rows, right={3, 4, 5, 6, 7}) + [""] if len(gap_rows) > 1 else ["None.", ""]
+    out += md_table(gap_rows, right={3, 4, 5, 6, 7}) + [""] if len(gap_rows) > 1 else ["None.", ""]
     if more:
         out += [f"... {more} more gap groups (see `--format json`).", ""]
-    out += ["## Verdict", ""] + [f"{_md(v)}  " for v in doc["verdict"].splitlines()]
+    out += ["## Verdict", ""] + [f"{md_escape(v)}  " for v in doc["verdict"].splitlines()]
     return "\n".join(out) + "\n"

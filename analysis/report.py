@@ -12,6 +12,7 @@ import numbers
 import os
 from typing import Any
 
+from speedtrace.analysis.tables import md_escape, md_table, text_table
 from speedtrace.errors import SpeedtraceError
 
 SCHEMA = "speedtrace.report/1"
@@ -357,23 +358,16 @@ def _text_host(host: dict) -> list[str]:
              f"(steps from {host['step_source']})"]
     if host["steps"]:
         rows = [["step", "wall ms"]] + [[str(s["step"]), _ms(s["step_wall_us"])] for s in host["steps"]]
-        lines += _table(rows, right={0, 1}, indent="  ")
+        lines += text_table(rows, right={0, 1}, indent="  ")
     else:
         lines.append("  no ProfilerStep annotations: no per-step times")
     if host["phases"]:
         rows = [["phase (record_function)", "count", "CPU ms"]]
         rows += [[_short(p["phase"]), str(p["count"]), _ms(p["cpu_us"])] for p in host["phases"][:12]]
-        lines += _table(rows, right={1, 2}, indent="  ")
+        lines += text_table(rows, right={1, 2}, indent="  ")
     return lines
 
 
-def _table(rows: list[list[str]], right: set[int], indent: str = "") -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for r in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        out.append((indent + "  ".join(cells)).rstrip())
-    return out
 
 
 def _text_rank_table(entries: list[dict]) -> list[str]:
@@ -384,7 +378,7 @@ def _text_rank_table(entries: list[dict]) -> list[str]:
         rows.append([str(e.get("rank")), str(e.get("device_id")), _ms(span),
                      *(_share(v, span) for _, v in _breakdown(t)),
                      _pct(t.get("comp_comm_overlap_pct")), _pct(t.get("est_sm_efficiency_pct"))])
-    return _table(rows, right=set(range(2, 9)))
+    return text_table(rows, right=set(range(2, 9)))
 
 
 def _text_entry(entry: dict, min_gap_us) -> list[str]:
@@ -394,7 +388,7 @@ def _text_entry(entry: dict, min_gap_us) -> list[str]:
              f"  span {_us(span)} µs, GPU busy {_share(t.get('busy_us'), span)}, "
              f"{t.get('kernel_count', 0)} kernels ({t.get('comm_kernel_count', 0)} comm)"]
     rows = [[label, f"{_us(v)} µs", _share(v, span)] for label, v in _breakdown(t)]
-    lines += _table(rows, right={1, 2}, indent="    ")
+    lines += text_table(rows, right={1, 2}, indent="    ")
     lines.append(f"  overlap: {_overlap_text(t)}")
     lines.append(f"  SMs: {_sm_text(t)}")
     lines.append(f"  select_backward: {_select_backward_text(t)}")
@@ -410,7 +404,7 @@ def _text_entry(entry: dict, min_gap_us) -> list[str]:
                          _share(st.get("exposed_comm_us"), st.get("span_us")),
                          _share(st.get("idle_us"), st.get("span_us")),
                          _pct(st.get("comp_comm_overlap_pct"))])
-        lines += _table(rows, right=set(range(7)), indent="    ")
+        lines += text_table(rows, right=set(range(7)), indent="    ")
         if len(steps) > STEP_LINES:
             lines.append(f"    ... {len(steps) - STEP_LINES} more steps (see --format json or --steps)")
     elif entry.get("step_source", "none") == "none":
@@ -424,7 +418,7 @@ def _text_entry(entry: dict, min_gap_us) -> list[str]:
             step, phase, op, cause = _gap_where(g)
             rows.append([g.get("kind", ""), _us(g.get("dur_us")), step, _short(phase, 40),
                          _short(op, 40), cause])
-        lines += _table(rows, right={1, 2}, indent="    ")
+        lines += text_table(rows, right={1, 2}, indent="    ")
     else:
         lines.append("    none")
 
@@ -436,7 +430,7 @@ def _text_entry(entry: dict, min_gap_us) -> list[str]:
             rows.append([_kernel_name(k.get("key")), str(k.get("class", "")), str(k.get("count", "")),
                          _us(k.get("total_us")), _us(k.get("mean_us")),
                          _num(k.get("mean_blocks_per_sm")), _pct(k.get("mean_occupancy_pct"))])
-        lines += _table(rows, right={2, 3, 4, 5, 6}, indent="    ")
+        lines += text_table(rows, right={2, 3, 4, 5, 6}, indent="    ")
     return lines
 
 
@@ -455,7 +449,7 @@ def render_markdown(report: dict) -> str:
     out = [f"# speedtrace report: `{report.get('path', '')}`", ""]
     warnings = report.get("warnings", [])
     if warnings:
-        out += [f"> **warning:** {_md(w)}" + "  " for w in warnings]
+        out += [f"> **warning:** {md_escape(w)}" + "  " for w in warnings]
         out.append("")
     run_line = _run_line(report.get("run"))
     if run_line:
@@ -475,7 +469,7 @@ def render_markdown(report: dict) -> str:
                      _ms(span), *(_share(v, span) for _, v in _breakdown(t)),
                      _pct(t.get("comp_comm_overlap_pct")), _pct(t.get("est_sm_efficiency_pct")),
                      _pct(t.get("achieved_occupancy_pct"))])
-    out += _md_table(rows, right=set(range(2, 10))) + [""]
+    out += md_table(rows, right=set(range(2, 10))) + [""]
 
     shown, note = detail_entries(report)
     if note:
@@ -485,14 +479,8 @@ def render_markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def _md(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(rows: list[list[str]], right: set[int]) -> list[str]:
-    head = "| " + " | ".join(_md(c) for c in rows[0]) + " |"
-    rule = "|" + "|".join("---:" if i in right else "---" for i in range(len(rows[0]))) + "|"
-    return [head, rule] + ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows[1:]]
 
 
 def _md_entry(entry: dict, min_gap_us) -> list[str]:
@@ -503,7 +491,7 @@ def _md_entry(entry: dict, min_gap_us) -> list[str]:
            f"{_share(t.get('busy_us'), span)}, {t.get('kernel_count', 0)} kernels "
            f"({t.get('comm_kernel_count', 0)} comm).", ""]
     rows = [["", "µs", "% of span"]] + [[label, _us(v), _share(v, span)] for label, v in _breakdown(t)]
-    out += _md_table(rows, right={1, 2}) + [""]
+    out += md_table(rows, right={1, 2}) + [""]
     out += [f"- **Overlap:** {_overlap_text(t)}",
             f"- **SMs:** {_sm_text(t)}",
             f"- **select_backward:** {_select_backward_text(t)}", ""]
@@ -517,7 +505,7 @@ def _md_entry(entry: dict, min_gap_us) -> list[str]:
                          _share(st.get("compute_us"), st.get("span_us")),
                          _share(st.get("exposed_comm_us"), st.get("span_us")),
                          _share(st.get("idle_us"), st.get("span_us")), _pct(st.get("comp_comm_overlap_pct"))])
-        out += ["### Steps", ""] + _md_table(rows, right=set(range(7))) + [""]
+        out += ["### Steps", ""] + md_table(rows, right=set(range(7))) + [""]
 
     gaps = entry.get("gaps") or []
     out += [f"### {_gaps_title(entry, min_gap_us)[0].upper() + _gaps_title(entry, min_gap_us)[1:]}", ""]
@@ -527,7 +515,7 @@ def _md_entry(entry: dict, min_gap_us) -> list[str]:
             step, phase, op, cause = _gap_where(g)
             rows.append([g.get("kind", ""), _us(g.get("dur_us")), _us(g.get("start_us")), step,
                          f"`{phase}`" if phase != "-" else phase, f"`{op}`" if op != "-" else op, cause])
-        out += _md_table(rows, right={1, 2, 3}) + [""]
+        out += md_table(rows, right={1, 2, 3}) + [""]
     else:
         out += ["None.", ""]
 
@@ -538,5 +526,5 @@ def _md_entry(entry: dict, min_gap_us) -> list[str]:
             rows.append([f"`{_kernel_name(k.get('key'), 80)}`", str(k.get("class", "")), str(k.get("count", "")),
                          _us(k.get("total_us")), _us(k.get("mean_us")), _us(k.get("max_us")),
                          _num(k.get("mean_blocks_per_sm")), _pct(k.get("mean_occupancy_pct"))])
-        out += ["### Top kernels", ""] + _md_table(rows, right=set(range(2, 8))) + [""]
+        out += ["### Top kernels", ""] + md_table(rows, right=set(range(2, 8))) + [""]
     return out

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speedtrace.analysis.logparse import LogProblem, RunLog, parse_log, stage_bounds, stage_step_ms
+from speedtrace.analysis.tables import md_escape
 from speedtrace.errors import SpeedtraceError, warn
 
 SCHEMA = "speedtrace.runs/1"
@@ -184,22 +185,18 @@ def render_text(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render_markdown(doc: dict) -> str:
     """The same content as GitHub tables."""
-    groups = [dict(g, name=_md(g["name"])) for g in doc["groups"]]
+    groups = [dict(g, name=md_escape(g["name"])) for g in doc["groups"]]
     lines = ["| | " + " | ".join(COLUMNS) + " |", "|---" + "|---:" * len(COLUMNS) + "|"]
     lines += [f"| {g['name']} | " + " | ".join(_row(g)) + " |" for g in groups]
     lines += ["", f"p: one-sided t-test that the mean loss is below {doc['target_loss']}; "
               "Time p: Welch's t-test, one-sided, that the group is faster than the baseline.", ""]
     lines += ["| | Run | Loss | Time (s) |", "|---|---|---:|---:|"]
     for g in groups:
-        lines += [f"| {g['name']} | {_md(r['file'])} | {r['loss']:.4f} | {r['time_s']:.4f} |"
+        lines += [f"| {g['name']} | {md_escape(r['file'])} | {r['loss']:.4f} | {r['time_s']:.4f} |"
                   for r in g["logs"]]
-        lines += [f"| {g['name']} | {_md(e['file'])} | left out: {_md(e['reason'])} | |"
+        lines += [f"| {g['name']} | {md_escape(e['file'])} | left out: {md_escape(e['reason'])} | |"
                   for e in g["left_out"]]
     lines += ["", "Mean step time per stage (ms, steps [start,end)):", "",
               "| | " + " | ".join(STAGE_NAMES) + " |", "|---" + "|---:" * len(STAGE_NAMES) + "|"]

@@ -15,13 +15,12 @@ from speedtrace.profiling.capture import ProfileSettings, profile
 
 def profile_trainer(args) -> dict:
     import torch
-    import torch.distributed as dist
 
     from speedtrace.trainer.config import get_config
     from speedtrace.trainer.distributed import setup, teardown
     from speedtrace.trainer.logs import RunLog
     from speedtrace.trainer.schedule import Schedule
-    from speedtrace.trainer.train import Trainer, parse_reverts, tiny_data
+    from speedtrace.trainer.train import Trainer, parse_reverts, resolve_data
 
     try:
         cfg = get_config(args.config)
@@ -43,16 +42,7 @@ def profile_trainer(args) -> dict:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     place = setup(device, cfg.micro_batches)
     try:
-        data = args.data
-        if data is None:
-            if cfg.name != "tiny":
-                raise SpeedtraceError(f"the {cfg.name} config needs --data DIR (token shards; "
-                                      "`speedtrace data synth DIR` makes synthetic ones)")
-            data = out / "tiny-data"
-            if place.is_main:
-                tiny_data(cfg, Path(data))
-            if place.group is not None:
-                dist.barrier()
+        data = resolve_data(cfg, args.data, out, place)
         log = RunLog(None, enabled=place.is_main, echo=True)
         trainer = Trainer(cfg, place.device, data, None, rank=place.rank, world_size=place.world_size,
                           process_group=place.group, compile=args.compile or None, val_every=-1,

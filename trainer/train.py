@@ -370,18 +370,25 @@ def run_from_args(args) -> int:
         teardown(place)
 
 
+def resolve_data(cfg: TrainConfig, data, out: Path, place: Place) -> Path:
+    """The shard directory to train on: ``data``, or for the tiny config synthetic shards that
+    rank 0 writes to ``out/tiny-data`` (the other ranks wait for them)."""
+    if data is not None:
+        return Path(data)
+    if cfg.name != "tiny":
+        raise SpeedtraceError(f"the {cfg.name} config needs --data DIR (fineweb_train_*.bin and "
+                              "fineweb_val_*.bin shards, or `speedtrace data synth DIR`)")
+    data = out / "tiny-data"
+    if place.is_main:
+        tiny_data(cfg, data)
+    if place.group is not None:
+        dist.barrier()
+    return data
+
+
 def _train(cfg: TrainConfig, args, place: Place) -> int:
     out = Path(args.out)
-    data = args.data
-    if data is None:
-        if cfg.name != "tiny":
-            raise SpeedtraceError(f"the {cfg.name} config needs --data DIR (fineweb_train_*.bin and "
-                                  "fineweb_val_*.bin shards, or `speedtrace data synth DIR`)")
-        data = out / "tiny-data"
-        if place.is_main:
-            tiny_data(cfg, Path(data))
-        if place.group is not None:
-            dist.barrier()
+    data = resolve_data(cfg, args.data, out, place)
     log = RunLog(out, enabled=place.is_main)
     arguments = {k: v for k, v in vars(args).items() if not k.startswith("_")}
     log.header(cfg, arguments=arguments, world_size=place.world_size, cuda=place.device.type == "cuda")
