@@ -114,26 +114,26 @@ def cases(dev: str = "cuda"):
             gram = torch.empty(b, r, r, dtype=bf16, device=dev)
             out.append((f"xxt {label} {b}x{r}x{c}", "TFLOP/s", 2 * b * r * r * c, lambda a=a, g=gram: K.xxt(a, g),
                         lambda a=a, g=gram: torch.bmm(a, a.mT, out=g), _compiled(lambda a: torch.bmm(a, a.mT)),
-                        "symmetric_product_kernel", (a,)))
+                        "xxt_kernel", (a,)))
         else:
             gram = torch.empty(b, c, c, dtype=bf16, device=dev)
             out.append((f"xtx {label} {b}x{r}x{c}", "TFLOP/s", 2 * b * c * c * r, lambda a=a, g=gram: K.xtx(a, g),
                         lambda a=a, g=gram: torch.bmm(a.mT, a, out=g), _compiled(lambda a: torch.bmm(a.mT, a)),
-                        "symmetric_product_kernel", (a,)))
+                        "xtx_kernel", (a,)))
         side = min(r, c)
         s = (K.xxt if r <= c else K.xtx)(a)      # symmetric, as in Polar Express
         poly = torch.empty_like(s)
         out.append((f"ba_plus_caa {label} {b}x{side}x{side}", "TFLOP/s", 2 * b * side ** 3,
                     lambda s=s, p=poly: K.ba_plus_caa(s, 0.42, -1.7, p),
                     lambda s=s, p=poly: R.ba_plus_caa(s, 0.42, -1.7, p),
-                    _compiled(lambda s: 0.42 * torch.bmm(s, s.mT) - 1.7 * s), "symmetric_product_kernel", (s,)))
+                    _compiled(lambda s: 0.42 * torch.bmm(s, s.mT) - 1.7 * s), "ba_plus_caa_kernel", (s,)))
         grad = torch.randn(b, r, c, device=dev)
         buf = torch.zeros_like(grad)
         flops = 5 * b * (2 * r * c * side + 2 * side ** 3 + 2 * r * c * side)
         out.append((f"polar_express {label} {b}x{r}x{c}", "TFLOP/s", flops,
                     lambda g=grad, bu=buf: K.polar_express(g, bu, mu),
                     lambda g=grad, bu=buf: R.polar_express(g, bu, mu),
-                    _compiled(R.polar_express), "symmetric_product_kernel", (grad, buf, mu)))
+                    _compiled(R.polar_express), "ba_plus_caa_kernel", (grad, buf, mu)))
 
     tokens, dim, hidden = SHAPES["mlp"]
     x = torch.randn(tokens, dim, dtype=bf16, device=dev, requires_grad=True)

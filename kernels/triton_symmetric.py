@@ -135,7 +135,7 @@ def _product_tile(a, out, tile, side, depth, s_ar, s_ac, s_or, s_oc, alpha, beta
 
 
 @triton.jit
-def symmetric_product_kernel(
+def _symmetric_product(
     a, out, side, depth, tiles, batches,
     s_ab, s_ar, s_ac, s_ob, s_or, s_oc,
     alpha, beta,
@@ -156,6 +156,35 @@ def symmetric_product_kernel(
         _product_tile(a + batch * s_ab, out + batch * s_ob, tl.program_id(0), side, depth,
                       s_ar, s_ac, s_or, s_oc, alpha, beta, GRAM_OF_COLUMNS, ADD_INPUT,
                       BLOCK, BLOCK_K, PAIR, INTERPRET)
+
+
+# One entry kernel per product, so that a trace names what ran (the parent's tall path shows
+# xxt_kernel where the record shows xtx_kernel); all three share _symmetric_product.
+@triton.jit
+def xxt_kernel(a, out, side, depth, tiles, batches, s_ab, s_ar, s_ac, s_ob, s_or, s_oc, alpha, beta,
+               BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, PAIR: tl.constexpr,
+               PERSISTENT: tl.constexpr, INTERPRET: tl.constexpr):
+    _symmetric_product(a, out, side, depth, tiles, batches, s_ab, s_ar, s_ac, s_ob, s_or, s_oc, alpha, beta,
+                       False, False, BLOCK, BLOCK_K, PAIR, PERSISTENT, INTERPRET)
+
+
+@triton.jit
+def xtx_kernel(a, out, side, depth, tiles, batches, s_ab, s_ar, s_ac, s_ob, s_or, s_oc, alpha, beta,
+               BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, PAIR: tl.constexpr,
+               PERSISTENT: tl.constexpr, INTERPRET: tl.constexpr):
+    _symmetric_product(a, out, side, depth, tiles, batches, s_ab, s_ar, s_ac, s_ob, s_or, s_oc, alpha, beta,
+                       True, False, BLOCK, BLOCK_K, PAIR, PERSISTENT, INTERPRET)
+
+
+@triton.jit
+def ba_plus_caa_kernel(a, out, side, depth, tiles, batches, s_ab, s_ar, s_ac, s_ob, s_or, s_oc, alpha, beta,
+                       BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, PAIR: tl.constexpr,
+                       PERSISTENT: tl.constexpr, INTERPRET: tl.constexpr):
+    _symmetric_product(a, out, side, depth, tiles, batches, s_ab, s_ar, s_ac, s_ob, s_or, s_oc, alpha, beta,
+                       False, True, BLOCK, BLOCK_K, PAIR, PERSISTENT, INTERPRET)
+
+
+KERNELS = {"xxt": xxt_kernel, "xtx": xtx_kernel, "ba_plus_caa": ba_plus_caa_kernel}
 
 
 def _num_sms(t: torch.Tensor) -> int:
@@ -182,10 +211,9 @@ def _launch(kind: str, a: torch.Tensor, out: torch.Tensor, config: dict | None, 
         grid = (min(tiles * n, cfg["PROGRAMS_PER_SM"] * _num_sms(a3)), 1)
     else:
         grid = (tiles, n)
-    record_launch("symmetric_product_kernel", grid)
-    symmetric_product_kernel[grid](
+    record_launch(f"{kind}_kernel", grid)
+    KERNELS[kind][grid](
         a3, o3, side, depth, tiles, n, *a3.stride(), *o3.stride(), float(alpha), float(beta),
-        GRAM_OF_COLUMNS=gram_of_columns, ADD_INPUT=add_input,
         BLOCK=cfg["BLOCK"], BLOCK_K=cfg["BLOCK_K"], PAIR=cfg["PAIR"],
         PERSISTENT=bool(cfg["PROGRAMS_PER_SM"]), INTERPRET=INTERPRET,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],

@@ -55,11 +55,11 @@ else:
         # 24 columns → 2 tiles → 3 programs; per matrix of the batch of 5.
         a = torch.randn(5, 40, 24, dtype=torch.bfloat16)
         K.xxt(a)
-        assert last_launch("symmetric_product_kernel") == (6, 5)
+        assert last_launch("xxt_kernel") == (6, 5)
         K.xtx(a)
-        assert last_launch("symmetric_product_kernel") == (3, 5)
+        assert last_launch("xtx_kernel") == (3, 5)
         K.ba_plus_caa(K.xxt(a), 0.5, -1.0)
-        assert last_launch("symmetric_product_kernel") == (6, 5)
+        assert last_launch("ba_plus_caa_kernel") == (6, 5)
 
     SMALL_SYM = dict(BLOCK=16, BLOCK_K=16, num_warps=4, num_stages=1)
 
@@ -81,7 +81,7 @@ else:
         # 40 rows → block rows 0, 1, 2. Pairs: rows 0 and 1 need one tile each, row 2 needs two
         # (blocks 0-1 and 2-3): 4 tiles per matrix. Persistent: 2 programs × 3 interpreter "SMs".
         expected = {(2, 0): (4, 5), (1, 2): (6, 1), (2, 2): (6, 1)}[(pair, per_sm)]
-        assert last_launch("symmetric_product_kernel") == expected
+        assert last_launch("xxt_kernel") == expected
 
     @pytest.mark.parametrize("m_fastest, per_sm, stages", [(False, 0, 1), (True, 2, 2), (False, 1, 3)])
     def test_transpose_launch_variants(m_fastest, per_sm, stages):
