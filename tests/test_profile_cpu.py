@@ -42,7 +42,7 @@ def test_forward_backward_and_per_label_optimizer_ranges(profiled):
     _, trace, _ = profiled
     ranges = _ranges(trace)
     names = {e["name"] for e in ranges}
-    assert {"forward", "backward", "optimizer"} <= names
+    assert {"data", "forward", "backward", "optimizer"} <= names
     labels = {n.split("/")[1] for n in names if n.startswith("optimizer/") and n.endswith("/update")}
     # At world size 1 no collective runs: the banks update every step, Adam labels on odd steps.
     assert {"attn_bank", "mlp_bank"} <= labels

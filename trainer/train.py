@@ -7,7 +7,7 @@ One ``Trainer`` owns the model, the optimizer, the schedule and the loaders of o
     summary = trainer.run()       # train and validate, logging in the record's format
 
 ``train_step(step)`` is one full step (its micro-batches' forwards and backwards, then the
-optimizer), annotated ``forward`` / ``backward`` / ``optimizer`` for torch.profiler; the
+optimizer), annotated ``data`` / ``forward`` / ``backward`` / ``optimizer`` for torch.profiler; the
 profiler wraps single calls of it. Schedule state (windows, YaRN, batch size and sequence
 length) follows the step number given, so steps can be taken in any order, as the warm-up does.
 """
@@ -148,8 +148,10 @@ class Trainer:
         self._advance(step)
         mtp = self.mtp_weights(step)
         for _ in range(self.grad_accum):
-            batch = self.loader.next_batch()
-            inputs, targets, cu_seqlens, bigram_ids = batch.to(self.device)
+            # Named so that a GPU gap waiting on the next batch's copy says where it came from.
+            with record_function("data"):
+                batch = self.loader.next_batch()
+                inputs, targets, cu_seqlens, bigram_ids = batch.to(self.device)
             self.optimizer.sparse_before_forward(batch.bigram_ids, step)
             with record_function("forward"):
                 loss = self.forward(inputs, targets, cu_seqlens, bigram_ids, self.windows,
