@@ -13,7 +13,7 @@ every totals metric before and after (per step when both sides have profiler ste
 the whole traces), kernels by key (renamed Inductor kernels paired, eager kernels fused into a
 Triton kernel shown as absorbed), select_backward kernels, SM contention and comm queueing, the
 idle and exposed-communication gap groups that appeared, disappeared or changed, and a verdict
-naming only the changes larger than the per-step noise. Definitions: metrics.md.
+naming only the changes larger than the per-step noise. Definitions: docs/metrics.md.
 
 examples:
   speedtrace diff before/ after/

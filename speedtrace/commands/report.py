@@ -13,7 +13,7 @@ Summarise a torch.profiler trace (.json or .json.gz) or a directory of per-rank 
 GPU time split into compute, exposed communication, exposed memory traffic and idle time;
 compute/communication overlap; SM efficiency and contention; select_backward kernels; the
 longest idle and exposed-communication gaps with the phase and CPU op behind them; the top
-kernels. Definitions: metrics.md. Without PATH, a bundled sample trace is reported.
+kernels. Definitions: docs/metrics.md. Without PATH, a bundled sample trace is reported.
 
 examples:
   speedtrace report                       # the bundled H200 speedrun sample
