@@ -4,14 +4,21 @@ Registering them makes every kernel opaque to torch.compile: Dynamo and Inductor
 a fake (shape-only) implementation, and the real one, Triton or reference, runs when the compiled
 graph does. That keeps float scalars Python floats (no fp64 promotion of Triton arguments) and
 lets the same compiled model run on CPU, where the op falls back to the reference.
+
+The MLP's two ops also exist as ``torch.library.triton_op``s (``*_inline``), whose bodies launch
+the kernel through ``wrap_triton``: Inductor traces into them and emits the launch in its own
+generated code, skipping the dispatcher and this module at run time. ``INLINE_TRITON`` (the
+environment variable ``SPEEDTRACE_INLINE_TRITON=1``, read once at import) makes
+``mlp_forward_op``/``mlp_backward_op``, which the autograd Function calls, name those.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 
 import torch
-from torch.library import custom_op
+from torch.library import custom_op, triton_op
 
 from speedtrace.kernels import reference
 from speedtrace.kernels._dispatch import use_triton
@@ -85,6 +92,31 @@ def relu_square_bwd_op(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor
 @relu_square_bwd_op.register_fake
 def _(grad2d, w2, pre):
     return grad2d.new_empty((grad2d.shape[0], w2.shape[0]))
+
+
+# The same two ops as triton_ops, for the inline launch. The backend choice happens in Python, so
+# under torch.compile it is made (and ``last_backend()`` set) once, when the graph is traced.
+
+
+@triton_op("speedtrace::linear_relu_square_fwd_inline", mutates_args=())
+def linear_relu_square_fwd_inline_op(x2d: torch.Tensor, w1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if use_triton(x2d, BF16_ONLY):
+        return _triton("triton_mlp").linear_relu_square_forward_inline(x2d, w1)
+    return reference.linear_relu_square_forward(x2d, w1)
+
+
+@triton_op("speedtrace::relu_square_bwd_inline", mutates_args=())
+def relu_square_bwd_inline_op(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    if use_triton(grad2d, BF16_ONLY):
+        return _triton("triton_mlp").relu_square_backward_inline(grad2d, w2, pre)
+    return reference.relu_square_backward(grad2d, w2, pre)
+
+
+INLINE_TRITON = os.environ.get("SPEEDTRACE_INLINE_TRITON", "0") == "1"
+if INLINE_TRITON:
+    mlp_forward_op, mlp_backward_op = linear_relu_square_fwd_inline_op, relu_square_bwd_inline_op
+else:
+    mlp_forward_op, mlp_backward_op = linear_relu_square_fwd_op, relu_square_bwd_op
 
 
 # ---------------------------------------------------------------------------------------------

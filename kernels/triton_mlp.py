@@ -24,13 +24,14 @@ try:
 except ImportError:  # Triton < 3.4: no host descriptors, the pointer path serves every GPU
     TensorDescriptor = None
 
+INTERPRETER_SMS = 3   # off the GPU: a few "SMs", so that the programs walk several tiles
+
 # Launch configurations per path and direction; an explicit ``config`` overrides them (the tuning
 # script sweeps the "tma" ones). The TMA kernel stores BLOCK_N in two halves.
 if INTERPRET:
     _TMA = dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=2, num_warps=4, num_stages=1)
     _POINTER = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2, num_warps=4, num_stages=1)
     CONFIGS = {"tma": {"forward": _TMA, "backward": _TMA}, "pointer": {"forward": _POINTER, "backward": _POINTER}}
-    INTERPRETER_SMS = 3   # a few "SMs" so that programs walk several tiles
 else:
     CONFIGS = {
         "tma": {
@@ -66,11 +67,12 @@ def _epilogue(acc, pre, FORWARD: tl.constexpr, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def linear_relu_square_tma_kernel(
+def _persistent_tiles(
     a_desc, b_desc, c_desc, aux_desc, M, N, K,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     NUM_SMS: tl.constexpr, FORWARD: tl.constexpr, INTERPRET: tl.constexpr,
 ):
+    """The persistent tile loop over four tensor descriptors, wherever they were made."""
     HALF: tl.constexpr = BLOCK_N // 2
     num_m = tl.cdiv(M, BLOCK_M)
     num_n = tl.cdiv(N, BLOCK_N)
@@ -96,6 +98,33 @@ def linear_relu_square_tma_kernel(
             c_desc.store([om, on], grad)
             grad, _ = _epilogue(right, aux_desc.load([om, on + HALF]), False, INTERPRET)
             c_desc.store([om, on + HALF], grad)
+
+
+@triton.jit
+def linear_relu_square_tma_kernel(
+    a_desc, b_desc, c_desc, aux_desc, M, N, K,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    NUM_SMS: tl.constexpr, FORWARD: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    _persistent_tiles(a_desc, b_desc, c_desc, aux_desc, M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
+                      NUM_SMS, FORWARD, INTERPRET)
+
+
+@triton.jit
+def linear_relu_square_device_tma_kernel(
+    a, b, c, aux, M, N, K,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    NUM_SMS: tl.constexpr, FORWARD: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    # The same kernel with descriptors built on the device from contiguous pointers: torch's
+    # tracing of wrap_triton (the inline path) cannot carry host TensorDescriptor arguments.
+    HALF: tl.constexpr = BLOCK_N // 2
+    a_desc = tl.make_tensor_descriptor(a, [M, K], [K, 1], [BLOCK_M, BLOCK_K])
+    b_desc = tl.make_tensor_descriptor(b, [N, K], [K, 1], [BLOCK_N, BLOCK_K])
+    c_desc = tl.make_tensor_descriptor(c, [M, N], [N, 1], [BLOCK_M, HALF])
+    aux_desc = tl.make_tensor_descriptor(aux, [M, N], [N, 1], [BLOCK_M, HALF])
+    _persistent_tiles(a_desc, b_desc, c_desc, aux_desc, M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
+                      NUM_SMS, FORWARD, INTERPRET)
 
 
 @triton.jit
@@ -189,4 +218,73 @@ def relu_square_backward(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tens
     """dpre = 2·(grad2d·w2ᵀ)·relu(pre) (bf16), for grad2d (M, K), w2 (N, K), pre (M, N)."""
     dpre = grad2d.new_empty((grad2d.shape[0], w2.shape[0]))
     _run(grad2d, w2, dpre, pre.contiguous(), False, path or default_path(grad2d, w2), config)
+    return dpre
+
+
+# ---------------------------------------------------------------------------------------------
+# The inline launch: through torch.library.wrap_triton, so that torch.compile puts the kernel's
+# launch into its generated code instead of calling back into this module. Host descriptors do
+# not survive that tracing (torch keeps TMA metadata only for kernels Dynamo itself traces), so
+# Hopper gets the device-descriptor kernel, everything else the pointer kernel.
+
+
+def inline_path(a: torch.Tensor, b: torch.Tensor) -> str:
+    """"device_tma" where the TMA kernel can run (sm_90+ or the interpreter, aligned rows), else "pointer"."""
+    aligned = a.shape[1] % 8 == 0 and b.shape[0] % 8 == 0
+    hopper = a.is_cuda and torch.cuda.get_device_capability(a.device) >= (9, 0)
+    if aligned and (hopper or INTERPRET) and hasattr(tl, "make_tensor_descriptor"):
+        return "device_tma"
+    return "pointer"
+
+
+def _scratch(size: int, alignment: int, stream):
+    # Device descriptors are written to global scratch memory that Triton asks the host for.
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def _run_inline(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, aux: torch.Tensor, forward: bool,
+                path: str):
+    M, K = a.shape
+    N = b.shape[0]
+    if M == 0 or N == 0:
+        return
+    direction = "forward" if forward else "backward"
+    if path == "device_tma":
+        cfg = dict(CONFIGS["tma"][direction])
+        launch = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
+        num_sms = _num_sms(a)
+        grid = record_launch("linear_relu_square_device_tma_kernel",
+                             (min(num_sms, triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])),))
+        # The allocator is a context variable: set it on every launch, since autograd runs the
+        # backward on another thread. Inductor's launcher sets its own for compiled graphs.
+        triton.set_allocator(_scratch)
+        torch.library.wrap_triton(linear_relu_square_device_tma_kernel)[grid](
+            a, b, c, aux, M, N, K, **cfg, NUM_SMS=num_sms, FORWARD=forward, INTERPRET=INTERPRET, **launch)
+    elif path == "pointer":
+        cfg = dict(CONFIGS["pointer"][direction])
+        launch = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
+        grid = record_launch("linear_relu_square_pointer_kernel",
+                             (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),))
+        torch.library.wrap_triton(linear_relu_square_pointer_kernel)[grid](
+            a, b, c, aux, M, N, K, *a.stride(), *b.stride(), *c.stride(), *aux.stride(),
+            **cfg, FORWARD=forward, INTERPRET=INTERPRET, **launch)
+    else:
+        raise ValueError(f"linear_relu_square: inline path must be 'device_tma' or 'pointer', got {path!r}")
+
+
+def linear_relu_square_forward_inline(x2d: torch.Tensor, w1: torch.Tensor, path: str | None = None):
+    """``linear_relu_square_forward`` launched through ``wrap_triton`` (the body of a triton_op)."""
+    x2d, w1 = x2d.contiguous(), w1.contiguous()
+    pre = x2d.new_empty((x2d.shape[0], w1.shape[0]))
+    post = torch.empty_like(pre)
+    _run_inline(x2d, w1, pre, post, True, path or inline_path(x2d, w1))
+    return pre, post
+
+
+def relu_square_backward_inline(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor,
+                                path: str | None = None) -> torch.Tensor:
+    """``relu_square_backward`` launched through ``wrap_triton`` (the body of a triton_op)."""
+    grad2d, w2, pre = grad2d.contiguous(), w2.contiguous(), pre.contiguous()
+    dpre = grad2d.new_empty((grad2d.shape[0], w2.shape[0]))
+    _run_inline(grad2d, w2, dpre, pre, False, path or inline_path(grad2d, w2))
     return dpre
