@@ -87,6 +87,7 @@ class DeviceSide:
     kernels: dict[tuple[str, int | None], tuple[int, float]] = field(default_factory=dict)
     kernel_class: dict[str, str] = field(default_factory=dict)
     launch_ops: dict[str, set[str]] = field(default_factory=dict)  # kernel key -> aten ops
+    phases: dict[str, set] = field(default_factory=dict)  # kernel key -> phases of its launches
     # ((kind, phase), step) -> (count, µs) of the gaps of at least min_gap_us
     gaps: dict[tuple[tuple[str, str | None], int | None], tuple[int, float]] = field(default_factory=dict)
 
@@ -155,6 +156,9 @@ def device_side(rank_trace, device_id: int, run: dict | None = None, *,
         op = ev.names[code]
         if op.startswith("aten::"):
             side.launch_ops.setdefault(keys[i], set()).add(op)
+    phase_code = np.where(tl.phase >= 0, ev.name[np.maximum(tl.phase, 0)], -1)
+    for i, code in np.unique(np.stack([idx, phase_code]), axis=1).T.tolist():
+        side.phases.setdefault(keys[i], set()).add(ev.names[code] if code >= 0 else None)
 
     for step, sel in [(None, everything)] + [(s, step_of == s) for s in steps]:
         found, _ = gap_table(tl, sel, min_gap_us=min_gap_us, top=None)
@@ -243,6 +247,15 @@ def _tally(side: Side, attr: str, per_step: bool) -> dict:
             sums[item] = (c + n * weight, u + us * weight)
     k = len(side.entries)
     return {item: (c / k, u / k) for item, (c, u) in sums.items()}
+
+
+def _phases_of(side) -> dict[str, set]:
+    """Kernel key -> the phases its launches ran in, over all ranks of one side."""
+    out: dict[str, set] = {}
+    for e in side.entries:
+        for k, phases in e.phases.items():
+            out.setdefault(k, set()).update(phases)
+    return out
 
 
 def _tally_by_step(side: Side, attr: str) -> dict:
@@ -379,9 +392,10 @@ def compare_kernels(before: Side, after: Side, per_step: bool) -> list[dict]:
     for e in before.entries:
         for k, ops in e.launch_ops.items():
             launch_ops.setdefault(k, set()).update(ops)
+    phases_before, phases_after = _phases_of(before), _phases_of(after)
     eager_removed = {k: launch_ops.get(k, set()) for k in removed
                      if k not in paired_before and not k.startswith("triton_")}
-    host_of = km.absorbed_into(eager_removed, hosts)
+    host_of = km.absorbed_into(eager_removed, hosts, phases_before, phases_after)
 
     out = []
     for key in sorted(tb.keys() | ta.keys()):

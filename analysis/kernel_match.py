@@ -143,17 +143,25 @@ def contains_op(ops: frozenset[str], op: str) -> bool:
     return bool(words) and words <= ops
 
 
-def absorbed_into(launch_ops: dict[str, set[str]], hosts: list[tuple[str, frozenset[str]]]) -> dict[str, str]:
+def absorbed_into(launch_ops: dict[str, set[str]], hosts: list[tuple[str, frozenset[str]]],
+                  phases_before: dict[str, set] | None = None,
+                  phases_after: dict[str, set] | None = None) -> dict[str, str]:
     """Which host kernel absorbed each eager kernel.
 
     ``launch_ops``: removed eager kernel key -> the aten ops that launched it (``aten::lerp_``).
     ``hosts``: (after key, the op names new in it), in order of preference. An eager kernel is
-    absorbed by the first host one of whose new ops is one of its launching ops.
+    absorbed by the first host one of whose new ops is one of its launching ops and, when the
+    phases of launches are given (kernel key -> phase names), that ran in a phase the eager kernel
+    ran in: fusion keeps work where it was, so a generic op such as ``add`` is not matched to a
+    new kernel elsewhere in the step.
     """
     out = {}
     for key in sorted(launch_ops):
         names = {op_name(op) for op in launch_ops[key]}
         for host, new_ops in hosts:
+            if phases_before is not None and phases_after is not None and \
+                    not phases_before.get(key, set()) & phases_after.get(host, set()):
+                continue
             if any(contains_op(new_ops, n) for n in names):
                 out[key] = host
                 break

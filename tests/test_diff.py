@@ -434,3 +434,19 @@ def test_real_record_traces_with_and_without_record_shapes():
     assert not m["select_backward_kernels"]["significant"]
     # the factor of four is profiler idle time, not work
     assert m["idle_us"]["significant"] and not m["compute_us"]["significant"]
+
+
+def test_absorption_needs_a_shared_phase():
+    # An eager add in the optimizer is not "absorbed" by a new fused add kernel in the forward:
+    # fusion keeps work in the phase where it ran.
+    from speedtrace.analysis.kernel_match import absorbed_into
+
+    launch_ops = {"eager_add": {"aten::add_"}, "eager_lerp": {"aten::lerp_"}}
+    hosts = [("triton_poi_fused_add_mul", frozenset({"add", "mul"})),
+             ("triton_poi_fused_lerp_mul", frozenset({"lerp", "mul"}))]
+    before = {"eager_add": {"optimizer"}, "eager_lerp": {"optimizer"}}
+    after = {"triton_poi_fused_add_mul": {"forward"}, "triton_poi_fused_lerp_mul": {"optimizer"}}
+    assert absorbed_into(launch_ops, hosts, before, after) == {"eager_lerp": "triton_poi_fused_lerp_mul"}
+    # Without phase information the op names alone decide.
+    assert absorbed_into(launch_ops, hosts) == {"eager_add": "triton_poi_fused_add_mul",
+                                                "eager_lerp": "triton_poi_fused_lerp_mul"}
