@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import sys
 
-from speedtrace.errors import SpeedtraceError
+from speedtrace.commands.report import microseconds_option
 
 DESCRIPTION = """\
 Compare two torch.profiler traces (.json or .json.gz) or directories of per-rank traces:
@@ -31,18 +30,8 @@ def add_arguments(parser) -> None:
                         help="gaps shorter than X µs are left out of the gap groups (default: 5)")
 
 
-def _min_gap(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise SpeedtraceError(f"--min-gap-us: expected a number of microseconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise SpeedtraceError(f"--min-gap-us: must be a finite number ≥ 0, got {text!r}")
-    return value
-
-
 def run(args) -> int:
-    min_gap_us = _min_gap(args.min_gap_us)
+    min_gap_us = microseconds_option("--min-gap-us", args.min_gap_us)
 
     # Imported here so that `speedtrace --help` and the other commands stay light.
     from speedtrace.analysis.diff import build_diff

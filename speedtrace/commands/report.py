@@ -67,7 +67,8 @@ def _int_option(name: str, text: str | None, minimum: int = 0) -> int | None:
     return value
 
 
-def _float_option(name: str, text: str) -> float:
+def microseconds_option(name: str, text: str) -> float:
+    """A non-negative finite number of µs from the command line (SpeedtraceError otherwise)."""
     try:
         value = float(text)
     except ValueError:
@@ -83,7 +84,7 @@ def run(args) -> int:
     steps = parse_steps(args.steps)
     rank = _int_option("--rank", args.rank)
     top = _int_option("--top", args.top)
-    min_gap_us = _float_option("--min-gap-us", args.min_gap_us)
+    min_gap_us = microseconds_option("--min-gap-us", args.min_gap_us)
 
     if args.sample == "list":
         print(samples.list_samples())
