@@ -32,3 +32,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def run_file_in_child(test_file: str, **env) -> None:
+    """Run ``test_file``'s tests in a fresh pytest process with ``env`` added, and require that
+    every one of them passed (none skipped). For settings Triton and the kernels read at import
+    (``TRITON_INTERPRET``, ``SPEEDTRACE_INLINE_TRITON``), which this process has already fixed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    tail = proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, tail
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary and "failed" not in summary, tail

@@ -11,12 +11,10 @@ Two parts:
 """
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_file_in_child
 
 CHILD = os.environ.get("TRITON_INTERPRET") == "1" and os.environ.get("SPEEDTRACE_INLINE_TRITON") == "1"
 
@@ -24,14 +22,7 @@ if not CHILD:
 
     @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU check covers the inline path there")
     def test_inline_mlp_under_the_interpreter():
-        env = {**os.environ, "TRITON_INTERPRET": "1", "SPEEDTRACE_INLINE_TRITON": "1"}
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-            cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600)
-        tail = proc.stdout[-6000:] + proc.stderr[-2000:]
-        assert proc.returncode == 0, tail
-        summary = proc.stdout.strip().splitlines()[-1]
-        assert " passed" in summary and "skipped" not in summary and "failed" not in summary, tail
+        run_file_in_child(__file__, TRITON_INTERPRET="1", SPEEDTRACE_INLINE_TRITON="1")
 
     @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="needs compiled-mode Triton kernels")
     @pytest.mark.parametrize("path, kernel", [("device_tma", "linear_relu_square_device_tma_kernel"),

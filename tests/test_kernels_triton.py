@@ -7,12 +7,10 @@ process with TRITON_INTERPRET=1; the child collects the real tests instead.
 """
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_file_in_child
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -20,14 +18,7 @@ if not INTERPRETED:
 
     @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU suite covers the kernels there")
     def test_triton_kernels_under_the_interpreter():
-        env = {**os.environ, "TRITON_INTERPRET": "1"}
-        proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-            cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600)
-        tail = proc.stdout[-6000:] + proc.stderr[-2000:]
-        assert proc.returncode == 0, tail
-        summary = proc.stdout.strip().splitlines()[-1]
-        assert " passed" in summary and "skipped" not in summary and "failed" not in summary, tail
+        run_file_in_child(__file__, TRITON_INTERPRET="1")
 
 else:
     import speedtrace.kernels as K
