@@ -7,8 +7,9 @@ writes its own trace set under OUT/<name>/ and prints its dilation; a table come
 
     python -P benchmarks/bench_dilation.py --data DIR --out OUT [--variant parent] [--unprofiled 50]
 
-Two variants can compile side by side on one GPU (--done on one, --wait-for on the other) and
-still time their steps one at a time.
+Two variants can compile side by side on one GPU and still time their steps one at a time, on a
+quiet host: the second signals --ready when warmed up, the first waits for it (--wait-for), runs
+and signals --done, which the second waits for.
 """
 
 import argparse
@@ -48,6 +49,7 @@ def main():
     ap.add_argument("--configs", default="cpu+cuda,cuda", help="comma list of: cpu+cuda, cuda, shapes")
     ap.add_argument("--wait-for", default=None, help="after warm-up, wait until this file exists")
     ap.add_argument("--done", default=None, help="create this file when the timed part is over")
+    ap.add_argument("--ready", default=None, help="create this file when compiled and warmed up")
     args = ap.parse_args()
 
     import torch
@@ -60,6 +62,8 @@ def main():
     torch.empty(1, device="cuda", requires_grad=True).backward()
     trainer = Trainer(cfg, "cuda", args.data, None, val_every=-1, start_step=args.start_step)
     trainer.warmup("stage1")
+    if args.ready:
+        Path(args.ready).touch()
     while args.wait_for and not Path(args.wait_for).exists():
         time.sleep(0.5)
     try:

@@ -5,14 +5,6 @@ interpreter is asked for (``TRITON_INTERPRET=1`` set before the first kernel cal
 plain-PyTorch reference of ``speedtrace.kernels.reference``. ``last_backend()`` says which ran.
 The kernels are registered as ``torch.library`` custom ops (``torch.ops.speedtrace.*``), so they
 work inside ``torch.compile(fullgraph=True)`` on GPU and on CPU alike.
-
-Inline MLP launches: ``SPEEDTRACE_INLINE_TRITON=1`` in the environment before this package is
-imported (the only way to choose; read once, see ``ops.INLINE_TRITON``) makes
-``linear_relu_square`` use ``torch.library.triton_op`` registrations of its two kernels instead,
-whose launches torch.compile emits in its generated code (no dispatcher or Python wrapper per
-call; on Hopper the persistent kernel builds its TMA descriptors on the device). Default: the
-opaque custom ops. On that path ``last_backend()`` is set when the op's Python body runs: eagerly
-at each call, but under torch.compile only while the graph is traced, not on later runs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Autograd Functions of the two fused training kernels: the MLP and the FP8 head with loss.
 
-Both are written in terms of the custom ops of ``speedtrace.kernels.ops``, so Dynamo can trace
-them inside a ``torch.compile(fullgraph=True)`` model while the kernels stay opaque.
+Both are written in terms of the registered ops of ``speedtrace.kernels.ops``, so Dynamo can trace
+them inside a ``torch.compile(fullgraph=True)`` model: the FP8 head's and the loss's kernels stay
+opaque, the MLP's are launched from Inductor's generated code (triton_ops).
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ class FusedLinearReLUSquare(torch.autograd.Function):
 
     The forward kernel writes pre = x·w1ᵀ and post = relu(pre)²; both are saved, so the backward
     needs no recomputation: dpre = 2·(g·w2ᵀ)·relu(pre) comes from the same kernel's backward mode.
-    Which registration of the two ops runs is ``ops.INLINE_TRITON``'s choice.
     """
 
     @staticmethod
     def forward(ctx, x, w1, w2):
         x2d = x.reshape(-1, x.shape[-1])
-        pre, post = ops.mlp_forward_op(x2d, w1)
+        pre, post = ops.linear_relu_square_fwd_op(x2d, w1)
         out = post @ w2
         ctx.save_for_backward(x2d, w1, w2, pre, post)
         return out.view(x.shape)
@@ -33,7 +33,7 @@ class FusedLinearReLUSquare(torch.autograd.Function):
         x2d, w1, w2, pre, post = ctx.saved_tensors
         g2d = grad_out.reshape(-1, grad_out.shape[-1])
         dw2 = post.T @ g2d
-        dpre = ops.mlp_backward_op(g2d, w2, pre)
+        dpre = ops.relu_square_bwd_op(g2d, w2, pre)
         dw1 = dpre.T @ x2d
         dx = dpre @ w1
         return dx.view(grad_out.shape), dw1, dw2

@@ -5,23 +5,20 @@ a fake (shape-only) implementation, and the real one, Triton or reference, runs 
 graph does. That keeps float scalars Python floats (no fp64 promotion of Triton arguments) and
 lets the same compiled model run on CPU, where the op falls back to the reference.
 
-The MLP's two ops also exist as ``torch.library.triton_op``s (``*_inline``), whose bodies launch
-the kernel through ``wrap_triton``: Inductor traces into them and emits the launch in its own
-generated code, skipping the dispatcher and this module at run time. ``INLINE_TRITON`` (the
-environment variable ``SPEEDTRACE_INLINE_TRITON=1``, read once at import) makes
-``mlp_forward_op``/``mlp_backward_op``, which the autograd Function calls, name those.
+The MLP's two ops are the exception (on GPUs): ``torch.library.triton_op``s, whose kernels
+Inductor launches from its own generated code.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
+from typing import Callable
 
 import torch
 from torch.library import custom_op, triton_op
 
 from speedtrace.kernels import reference
-from speedtrace.kernels._dispatch import use_triton
+from speedtrace.kernels._dispatch import interpreting, use_triton
 
 
 def _triton(module: str):
@@ -73,50 +70,41 @@ def ba_plus_caa_op(a: torch.Tensor, alpha: float, beta: float, out: torch.Tensor
 # MLP halves: forward (pre, post) and the backward's dpre
 
 
-@custom_op("speedtrace::linear_relu_square_fwd", mutates_args=())
-def linear_relu_square_fwd_op(x2d: torch.Tensor, w1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return _impl(x2d, "triton_mlp", BF16_ONLY).linear_relu_square_forward(x2d, w1)
+# triton_ops rather than custom_ops: Inductor traces into them and emits the kernel's launch in
+# its own generated code (kernels/triton_mlp.py says why that matters). The backend choice is made
+# in Python, so under torch.compile it happens (and ``last_backend()`` is set) once, at tracing.
+# Under the interpreter they are opaque custom_ops instead: wrap_triton hands interpreted kernels
+# back unwrapped, so tracing would run them on fake tensors.
 
 
-@linear_relu_square_fwd_op.register_fake
-def _(x2d, w1):
+def _mlp_op(name: str, fake: Callable):
+    if not interpreting():
+        return triton_op(name, mutates_args=())
+
+    def register(fn):
+        op = custom_op(name, fn, mutates_args=())
+        op.register_fake(fake)
+        return op
+    return register
+
+
+def _mlp_forward_fake(x2d, w1):
     shape = (x2d.shape[0], w1.shape[0])
     return x2d.new_empty(shape), x2d.new_empty(shape)
 
 
-@custom_op("speedtrace::relu_square_bwd", mutates_args=())
-def relu_square_bwd_op(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-    return _impl(grad2d, "triton_mlp", BF16_ONLY).relu_square_backward(grad2d, w2, pre)
-
-
-@relu_square_bwd_op.register_fake
-def _(grad2d, w2, pre):
+def _mlp_backward_fake(grad2d, w2, pre):
     return grad2d.new_empty((grad2d.shape[0], w2.shape[0]))
 
 
-# The same two ops as triton_ops, for the inline launch. The backend choice happens in Python, so
-# under torch.compile it is made (and ``last_backend()`` set) once, when the graph is traced.
+@_mlp_op("speedtrace::linear_relu_square_fwd", _mlp_forward_fake)
+def linear_relu_square_fwd_op(x2d: torch.Tensor, w1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _impl(x2d, "triton_mlp", BF16_ONLY).linear_relu_square_forward(x2d, w1)
 
 
-@triton_op("speedtrace::linear_relu_square_fwd_inline", mutates_args=())
-def linear_relu_square_fwd_inline_op(x2d: torch.Tensor, w1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if use_triton(x2d, BF16_ONLY):
-        return _triton("triton_mlp").linear_relu_square_forward_inline(x2d, w1)
-    return reference.linear_relu_square_forward(x2d, w1)
-
-
-@triton_op("speedtrace::relu_square_bwd_inline", mutates_args=())
-def relu_square_bwd_inline_op(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
-    if use_triton(grad2d, BF16_ONLY):
-        return _triton("triton_mlp").relu_square_backward_inline(grad2d, w2, pre)
-    return reference.relu_square_backward(grad2d, w2, pre)
-
-
-INLINE_TRITON = os.environ.get("SPEEDTRACE_INLINE_TRITON", "0") == "1"
-if INLINE_TRITON:
-    mlp_forward_op, mlp_backward_op = linear_relu_square_fwd_inline_op, relu_square_bwd_inline_op
-else:
-    mlp_forward_op, mlp_backward_op = linear_relu_square_fwd_op, relu_square_bwd_op
+@_mlp_op("speedtrace::relu_square_bwd", _mlp_backward_fake)
+def relu_square_bwd_op(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    return _impl(grad2d, "triton_mlp", BF16_ONLY).relu_square_backward(grad2d, w2, pre)
 
 
 # ---------------------------------------------------------------------------------------------

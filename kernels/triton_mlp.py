@@ -3,11 +3,17 @@
 Forward mode writes pre (a·bᵀ rounded to bf16) and post = relu(pre)². Backward mode reads pre and
 writes 2·(a·bᵀ)·relu(pre), where a is the output gradient and b the second weight, i.e. the
 gradient with respect to pre. Two variants compute the same thing:
-- "tma" (Hopper, sm_90+): persistent (one program per SM walking tiles with stride #SMs), with
-  host-side tensor descriptors for every load and store; the 128×256 accumulator is written as
-  two 128×128 halves to halve the epilogue's registers and shared memory.
+- "tma" (Hopper, sm_90+): persistent (one program per SM walking tiles with stride #SMs), every
+  load and store through tensor descriptors built on the device; the 128×256 accumulator is
+  written as two 128×128 halves to halve the epilogue's registers and shared memory.
 - "pointer": one program per tile with ordinary pointer loads, for older GPUs; the interpreter
   runs either (tests cover both).
+
+Both launch through ``torch.library.wrap_triton`` (the ops are ``triton_op``s, kernels/ops.py), so
+torch.compile writes the launch into its generated code: no dispatcher and no Python wrapper per
+call, which on the H200 halved the host time of the MLP layers (benchmarks/RESULTS.md). That is
+also why the descriptors are made on the device: the tracing of wrap_triton cannot carry host
+``TensorDescriptor`` arguments.
 """
 
 from __future__ import annotations
@@ -18,11 +24,6 @@ import triton.language as tl
 
 from speedtrace.kernels._dispatch import record_launch
 from speedtrace.kernels.triton_common import INTERPRET, cast, dot
-
-try:
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # Triton < 3.4: no host descriptors, the pointer path serves every GPU
-    TensorDescriptor = None
 
 INTERPRETER_SMS = 3   # off the GPU: a few "SMs", so that the programs walk several tiles
 
@@ -102,22 +103,10 @@ def _persistent_tiles(
 
 @triton.jit
 def linear_relu_square_tma_kernel(
-    a_desc, b_desc, c_desc, aux_desc, M, N, K,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    NUM_SMS: tl.constexpr, FORWARD: tl.constexpr, INTERPRET: tl.constexpr,
-):
-    _persistent_tiles(a_desc, b_desc, c_desc, aux_desc, M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
-                      NUM_SMS, FORWARD, INTERPRET)
-
-
-@triton.jit
-def linear_relu_square_device_tma_kernel(
     a, b, c, aux, M, N, K,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     NUM_SMS: tl.constexpr, FORWARD: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    # The same kernel with descriptors built on the device from contiguous pointers: torch's
-    # tracing of wrap_triton (the inline path) cannot carry host TensorDescriptor arguments.
     HALF: tl.constexpr = BLOCK_N // 2
     a_desc = tl.make_tensor_descriptor(a, [M, K], [K, 1], [BLOCK_M, BLOCK_K])
     b_desc = tl.make_tensor_descriptor(b, [N, K], [K, 1], [BLOCK_N, BLOCK_K])
@@ -158,13 +147,11 @@ def linear_relu_square_pointer_kernel(
 
 
 def default_path(a: torch.Tensor, b: torch.Tensor) -> str:
-    """"tma" on Hopper or newer with host descriptors available, else "pointer".
-
-    Descriptors need 16-byte aligned row strides: K and N multiples of 8 for bf16.
-    """
+    """"tma" where the descriptor kernel can run (sm_90+ or the interpreter, rows 16-byte aligned:
+    K and N multiples of 8 for bf16), else "pointer"."""
     aligned = a.shape[1] % 8 == 0 and b.shape[0] % 8 == 0
-    if (aligned and TensorDescriptor is not None and a.is_cuda
-            and torch.cuda.get_device_capability(a.device) >= (9, 0)):
+    hopper = a.is_cuda and torch.cuda.get_device_capability(a.device) >= (9, 0)
+    if aligned and (hopper or INTERPRET) and hasattr(tl, "make_tensor_descriptor"):
         return "tma"
     return "pointer"
 
@@ -173,6 +160,11 @@ def _num_sms(t: torch.Tensor) -> int:
     if t.is_cuda:
         return torch.cuda.get_device_properties(t.device).multi_processor_count
     return INTERPRETER_SMS
+
+
+def _scratch(size: int, alignment: int, stream):
+    # Device descriptors are written to global scratch memory that Triton asks the host for.
+    return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
 def _run(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, aux: torch.Tensor, forward: bool, path: str,
@@ -185,19 +177,18 @@ def _run(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, aux: torch.Tensor, f
         raise ValueError(f"linear_relu_square: path must be 'tma' or 'pointer', got {path!r}")
     cfg = dict(config or CONFIGS[path]["forward" if forward else "backward"])
     launch = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
-    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    tiles = triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
     if path == "tma":
-        a, b = a.contiguous(), b.contiguous()
-        descs = (TensorDescriptor.from_tensor(a, [bm, bk]), TensorDescriptor.from_tensor(b, [bn, bk]),
-                 TensorDescriptor.from_tensor(c, [bm, bn // 2]), TensorDescriptor.from_tensor(aux, [bm, bn // 2]))
         num_sms = _num_sms(a)
-        grid = record_launch("linear_relu_square_tma_kernel",
-                             (min(num_sms, triton.cdiv(M, bm) * triton.cdiv(N, bn)),))
-        linear_relu_square_tma_kernel[grid](
-            *descs, M, N, K, **cfg, NUM_SMS=num_sms, FORWARD=forward, INTERPRET=INTERPRET, **launch)
+        grid = record_launch("linear_relu_square_tma_kernel", (min(num_sms, tiles),))
+        # The allocator is a context variable: set it on every launch, since autograd runs the
+        # backward on another thread. Inductor's launcher sets its own for compiled graphs.
+        triton.set_allocator(_scratch)
+        torch.library.wrap_triton(linear_relu_square_tma_kernel)[grid](
+            a, b, c, aux, M, N, K, **cfg, NUM_SMS=num_sms, FORWARD=forward, INTERPRET=INTERPRET, **launch)
     else:
-        grid = record_launch("linear_relu_square_pointer_kernel", (triton.cdiv(M, bm) * triton.cdiv(N, bn),))
-        linear_relu_square_pointer_kernel[grid](
+        grid = record_launch("linear_relu_square_pointer_kernel", (tiles,))
+        torch.library.wrap_triton(linear_relu_square_pointer_kernel)[grid](
             a, b, c, aux, M, N, K, *a.stride(), *b.stride(), *c.stride(), *aux.stride(),
             **cfg, FORWARD=forward, INTERPRET=INTERPRET, **launch)
 
@@ -207,6 +198,7 @@ def linear_relu_square_forward(x2d: torch.Tensor, w1: torch.Tensor, path: str | 
     """(pre, post): pre = x2d·w1ᵀ (bf16) and post = relu(pre)², for x2d (M, K), w1 (N, K).
 
     ``config`` overrides the path's launch configuration in ``CONFIGS``."""
+    x2d, w1 = x2d.contiguous(), w1.contiguous()
     pre = x2d.new_empty((x2d.shape[0], w1.shape[0]))
     post = torch.empty_like(pre)
     _run(x2d, w1, pre, post, True, path or default_path(x2d, w1), config)
@@ -216,75 +208,7 @@ def linear_relu_square_forward(x2d: torch.Tensor, w1: torch.Tensor, path: str | 
 def relu_square_backward(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor,
                          path: str | None = None, config: dict | None = None) -> torch.Tensor:
     """dpre = 2·(grad2d·w2ᵀ)·relu(pre) (bf16), for grad2d (M, K), w2 (N, K), pre (M, N)."""
-    dpre = grad2d.new_empty((grad2d.shape[0], w2.shape[0]))
-    _run(grad2d, w2, dpre, pre.contiguous(), False, path or default_path(grad2d, w2), config)
-    return dpre
-
-
-# ---------------------------------------------------------------------------------------------
-# The inline launch: through torch.library.wrap_triton, so that torch.compile puts the kernel's
-# launch into its generated code instead of calling back into this module. Host descriptors do
-# not survive that tracing (torch keeps TMA metadata only for kernels Dynamo itself traces), so
-# Hopper gets the device-descriptor kernel, everything else the pointer kernel.
-
-
-def inline_path(a: torch.Tensor, b: torch.Tensor) -> str:
-    """"device_tma" where the TMA kernel can run (sm_90+ or the interpreter, aligned rows), else "pointer"."""
-    aligned = a.shape[1] % 8 == 0 and b.shape[0] % 8 == 0
-    hopper = a.is_cuda and torch.cuda.get_device_capability(a.device) >= (9, 0)
-    if aligned and (hopper or INTERPRET) and hasattr(tl, "make_tensor_descriptor"):
-        return "device_tma"
-    return "pointer"
-
-
-def _scratch(size: int, alignment: int, stream):
-    # Device descriptors are written to global scratch memory that Triton asks the host for.
-    return torch.empty(size, dtype=torch.int8, device="cuda")
-
-
-def _run_inline(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, aux: torch.Tensor, forward: bool,
-                path: str):
-    M, K = a.shape
-    N = b.shape[0]
-    if M == 0 or N == 0:
-        return
-    direction = "forward" if forward else "backward"
-    if path == "device_tma":
-        cfg = dict(CONFIGS["tma"][direction])
-        launch = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
-        num_sms = _num_sms(a)
-        grid = record_launch("linear_relu_square_device_tma_kernel",
-                             (min(num_sms, triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])),))
-        # The allocator is a context variable: set it on every launch, since autograd runs the
-        # backward on another thread. Inductor's launcher sets its own for compiled graphs.
-        triton.set_allocator(_scratch)
-        torch.library.wrap_triton(linear_relu_square_device_tma_kernel)[grid](
-            a, b, c, aux, M, N, K, **cfg, NUM_SMS=num_sms, FORWARD=forward, INTERPRET=INTERPRET, **launch)
-    elif path == "pointer":
-        cfg = dict(CONFIGS["pointer"][direction])
-        launch = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
-        grid = record_launch("linear_relu_square_pointer_kernel",
-                             (triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"]),))
-        torch.library.wrap_triton(linear_relu_square_pointer_kernel)[grid](
-            a, b, c, aux, M, N, K, *a.stride(), *b.stride(), *c.stride(), *aux.stride(),
-            **cfg, FORWARD=forward, INTERPRET=INTERPRET, **launch)
-    else:
-        raise ValueError(f"linear_relu_square: inline path must be 'device_tma' or 'pointer', got {path!r}")
-
-
-def linear_relu_square_forward_inline(x2d: torch.Tensor, w1: torch.Tensor, path: str | None = None):
-    """``linear_relu_square_forward`` launched through ``wrap_triton`` (the body of a triton_op)."""
-    x2d, w1 = x2d.contiguous(), w1.contiguous()
-    pre = x2d.new_empty((x2d.shape[0], w1.shape[0]))
-    post = torch.empty_like(pre)
-    _run_inline(x2d, w1, pre, post, True, path or inline_path(x2d, w1))
-    return pre, post
-
-
-def relu_square_backward_inline(grad2d: torch.Tensor, w2: torch.Tensor, pre: torch.Tensor,
-                                path: str | None = None) -> torch.Tensor:
-    """``relu_square_backward`` launched through ``wrap_triton`` (the body of a triton_op)."""
     grad2d, w2, pre = grad2d.contiguous(), w2.contiguous(), pre.contiguous()
     dpre = grad2d.new_empty((grad2d.shape[0], w2.shape[0]))
-    _run_inline(grad2d, w2, dpre, pre, False, path or inline_path(grad2d, w2))
+    _run(grad2d, w2, dpre, pre, False, path or default_path(grad2d, w2), config)
     return dpre

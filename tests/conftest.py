@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
 def run_file_in_child(test_file: str, **env) -> None:
     """Run ``test_file``'s tests in a fresh pytest process with ``env`` added, and require that
     every one of them passed (none skipped). For settings Triton and the kernels read at import
-    (``TRITON_INTERPRET``, ``SPEEDTRACE_INLINE_TRITON``), which this process has already fixed."""
+    (``TRITON_INTERPRET``), which this process has already fixed."""
     import subprocess
     import sys
 

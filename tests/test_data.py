@@ -121,6 +121,52 @@ def test_ranks_take_consecutive_documents(two_shards):
     assert r0.position == r1.position == (0, 4)
 
 
+def _pieces_by_loop(tokens, start_doc, per_rank_tokens, seq_len, world_size):
+    """The piece rule one document at a time, as the record's loader walks it."""
+    bos = [i for i, t in enumerate(tokens) if t == BOS]
+    doc, out = start_doc, []
+    for _ in range(world_size):
+        pieces, have, need = [], 0, per_rank_tokens + 1
+        while have < need:
+            if doc >= len(bos):
+                return None
+            start = bos[doc]
+            doc_end = bos[doc + 1] if doc + 1 < len(bos) else len(tokens)
+            end = min(doc_end, start + seq_len, start + need - have)
+            pieces.append((start, end))
+            have += end - start
+            doc += 1
+        out.append(pieces)
+    return out, doc
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pieces_follow_the_document_rule(tmp_path, seed):
+    # Random documents (1 to 40 tokens, so some are longer than seq_len and some shorter than
+    # one token of content), several micro-batch steps until the shard runs out.
+    rng = np.random.default_rng(seed)
+    tokens = []
+    for _ in range(200):
+        tokens += [BOS] + rng.integers(0, BOS, size=int(rng.integers(0, 40))).tolist()
+    path = tmp_path / "fineweb_train_000001.bin"
+    write_shard(path, np.array(tokens, dtype=np.uint16))
+    world_size = int(rng.choice([1, 2, 4]))
+    seq_len = int(rng.integers(3, 30))
+    loader = TrainLoader([path], batch_size=8 * 37, seq_len=seq_len, micro_batches=8,
+                         world_size=world_size, bos_id=BOS, bigram_vocab=97)
+    doc, steps = 0, 0
+    while True:
+        expected = _pieces_by_loop(tokens, doc, 37, seq_len, world_size)
+        got = loader._pieces(loader.shard)
+        if expected is None:
+            assert got[0] is None
+            break
+        assert got == expected
+        loader.shard.next_doc = doc = expected[1]
+        steps += 1
+    assert steps >= 3
+
+
 def test_set_batch_changes_tokens_and_piece_length(two_shards):
     loader = _loader(two_shards)
     loader.set_batch(40, 100)   # 5 tokens per rank, whole documents

@@ -22,7 +22,7 @@ if not INTERPRETED:
 
 else:
     import speedtrace.kernels as K
-    from speedtrace.kernels import checks, triton_mlp
+    from speedtrace.kernels import checks
     from speedtrace.kernels import reference as R
     from speedtrace.kernels._dispatch import last_launch
 
@@ -99,24 +99,17 @@ else:
     def test_polar_express(n, rows, cols, tall_path, fused):
         assert_ok(checks.check_polar_express(n, rows, cols, "cpu", tall_path, fused))
 
-    def test_mlp_pointer_path():
-        assert_ok(checks.check_mlp(40, 24, 56, "cpu"))
-        assert last_launch("linear_relu_square_pointer_kernel") is not None
-
-    def test_mlp_descriptor_path():
-        # The Hopper path (tensor descriptors, persistent grid of 3 "SMs" here) on 40 tokens.
-        x = torch.randn(40, 24, dtype=torch.bfloat16)
-        w = (torch.randn(48, 24) / 5).to(torch.bfloat16)
-        g = torch.randn(40, 24, dtype=torch.bfloat16)
-        pre, post = triton_mlp.linear_relu_square_forward(x, w, path="tma")
-        assert last_launch("linear_relu_square_tma_kernel") == (3,)
-        pre_r, post_r = R.linear_relu_square_forward(x, w)
-        pre64 = x.double() @ w.double().T
-        for out, ref, exact in ((pre, pre_r, pre64), (post, post_r, pre64.relu().square())):
-            assert checks.max_error(out, exact) <= 2 * checks.max_error(ref, exact) + 1e-6
-        dpre = triton_mlp.relu_square_backward(g, w, pre_r, path="tma")
-        exact = 2 * (g.double() @ w.double().T) * pre_r.double().relu()
-        assert checks.max_error(dpre, exact) <= 2 * checks.max_error(R.relu_square_backward(g, w, pre_r), exact) + 1e-6
+    @pytest.mark.parametrize("tokens, dim, hidden, kernel, grid", [
+        # Rows 16-byte aligned: the descriptor kernel, 40 × 56 in 16 × 32 tiles = 6 tiles walked by
+        # the interpreter's 3 "SMs" → 3 programs (the backward's dpre has the same shape).
+        (40, 24, 56, "linear_relu_square_tma_kernel", (3,)),
+        # K = 20 is not a multiple of 8: the pointer kernel, 16 × 16 tiles → 3 × 4 = 12 programs.
+        (40, 20, 56, "linear_relu_square_pointer_kernel", (12,)),
+    ])
+    def test_mlp_autograd_function(tokens, dim, hidden, kernel, grid):
+        # FusedLinearReLUSquare forward and backward through the registered ops.
+        assert_ok(checks.check_mlp(tokens, dim, hidden, "cpu"))
+        assert last_launch(kernel) == grid
 
     def test_cross_entropy():
         assert_ok(checks.check_cross_entropy(9, 32, 150, "cpu"))

@@ -132,13 +132,12 @@ def make_speedrun(data: Path, dest: Path) -> None:
 
 # What the run.json of a trainer sample cannot say by itself.
 PROFILE_NOTES = {
-    "h200-record": ("benchmarks/gpu_profile_pair.sh, 2026-11-29: record and parent compiled side by side "
-                    "on one H200 host, then profiled one after the other; the parent's compile workers "
-                    "still ran during part of this record's timed steps, so its dilation is inflated by "
-                    "CPU contention (an earlier uncontended run, before a 40 ms float8 copy per step was "
-                    "removed, measured 1.27)."),
-    "h200-parent": ("benchmarks/gpu_profile_pair.sh, 2026-11-29: --variant parent (all four kernel changes "
-                    "of PR #233 reverted), profiled after the record variant had finished."),
+    "h200-record": ("benchmarks/gpu_profile_pair.sh, 2026-11-29 (second session): record and parent compiled "
+                    "side by side on one H200 host; the record was profiled while the parent, compiled and "
+                    "warmed up, waited, so the host was quiet. Its full-mode dilation is the profiler's own "
+                    "host overhead: under CPU tracing the step is host-bound (benchmarks/RESULTS.md)."),
+    "h200-parent": ("benchmarks/gpu_profile_pair.sh, 2026-11-29 (second session): --variant parent (all four "
+                    "kernel changes of PR #233 reverted), profiled after the record variant had finished."),
 }
 
 
