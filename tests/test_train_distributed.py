@@ -90,3 +90,27 @@ def test_eight_gloo_ranks_with_sparse_bigram_comms_equal_one_rank(data_dir, tmp_
     cfg = small_config(micro_batches=8, tokens=16)
     assert effective_comms(PARAM_TABLE["bigram_embed"], 8, 1) == "sharded_sparse"
     _assert_close(_distributed(cfg, data_dir, 8, 2, tmp_path), _single(cfg, data_dir, 2))
+
+
+def test_cli_under_torchrun(tmp_path):
+    # The command line under the real launcher: torchrun's environment (RANK, WORLD_SIZE,
+    # MASTER_ADDR, ...) picks the gloo group on CPU, the summary reports both ranks, and rank 0
+    # alone writes the log in the record's format.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "speedtrace", "train", "--config", "tiny", "--device", "cpu", "--steps", "2",
+         "--warmup", "none", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    assert summary["world_size"] == 2 and summary["end_step"] == 2
+    logs = list((out / "logs").glob("*.txt"))
+    assert len(logs) == 1
+    text = logs[0].read_text()
+    assert "step:2/60 train_time:" in text and "step:2/60 val_loss:" in text
