@@ -10,12 +10,21 @@ under ``TRITON_INTERPRET=1``, where (Triton 3.9) three operations are wrong and 
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
 from speedtrace.kernels._dispatch import interpreting
 
 INTERPRET = interpreting()
+INTERPRETER_SMS = 3   # off the GPU: a few "SMs", so that persistent programs walk several tiles
+
+
+def num_sms(t: torch.Tensor) -> int:
+    """SMs of t's GPU, which persistent grids are sized by; INTERPRETER_SMS off the GPU."""
+    if t.is_cuda:
+        return torch.cuda.get_device_properties(t.device).multi_processor_count
+    return INTERPRETER_SMS
 
 
 @triton.jit

@@ -23,9 +23,7 @@ import triton
 import triton.language as tl
 
 from speedtrace.kernels._dispatch import record_launch
-from speedtrace.kernels.triton_common import INTERPRET, cast, dot
-
-INTERPRETER_SMS = 3   # off the GPU: a few "SMs", so that the programs walk several tiles
+from speedtrace.kernels.triton_common import INTERPRET, cast, dot, num_sms
 
 # Launch configurations per path and direction; an explicit ``config`` overrides them (the tuning
 # script sweeps the "tma" ones). The TMA kernel stores BLOCK_N in two halves.
@@ -68,13 +66,16 @@ def _epilogue(acc, pre, FORWARD: tl.constexpr, INTERPRET: tl.constexpr):
 
 
 @triton.jit
-def _persistent_tiles(
-    a_desc, b_desc, c_desc, aux_desc, M, N, K,
+def linear_relu_square_tma_kernel(
+    a, b, c, aux, M, N, K,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     NUM_SMS: tl.constexpr, FORWARD: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    """The persistent tile loop over four tensor descriptors, wherever they were made."""
     HALF: tl.constexpr = BLOCK_N // 2
+    a_desc = tl.make_tensor_descriptor(a, [M, K], [K, 1], [BLOCK_M, BLOCK_K])
+    b_desc = tl.make_tensor_descriptor(b, [N, K], [K, 1], [BLOCK_N, BLOCK_K])
+    c_desc = tl.make_tensor_descriptor(c, [M, N], [N, 1], [BLOCK_M, HALF])
+    aux_desc = tl.make_tensor_descriptor(aux, [M, N], [N, 1], [BLOCK_M, HALF])
     num_m = tl.cdiv(M, BLOCK_M)
     num_n = tl.cdiv(N, BLOCK_N)
     for tile in tl.range(tl.program_id(0), num_m * num_n, NUM_SMS, flatten=True):
@@ -99,21 +100,6 @@ def _persistent_tiles(
             c_desc.store([om, on], grad)
             grad, _ = _epilogue(right, aux_desc.load([om, on + HALF]), False, INTERPRET)
             c_desc.store([om, on + HALF], grad)
-
-
-@triton.jit
-def linear_relu_square_tma_kernel(
-    a, b, c, aux, M, N, K,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    NUM_SMS: tl.constexpr, FORWARD: tl.constexpr, INTERPRET: tl.constexpr,
-):
-    HALF: tl.constexpr = BLOCK_N // 2
-    a_desc = tl.make_tensor_descriptor(a, [M, K], [K, 1], [BLOCK_M, BLOCK_K])
-    b_desc = tl.make_tensor_descriptor(b, [N, K], [K, 1], [BLOCK_N, BLOCK_K])
-    c_desc = tl.make_tensor_descriptor(c, [M, N], [N, 1], [BLOCK_M, HALF])
-    aux_desc = tl.make_tensor_descriptor(aux, [M, N], [N, 1], [BLOCK_M, HALF])
-    _persistent_tiles(a_desc, b_desc, c_desc, aux_desc, M, N, K, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M,
-                      NUM_SMS, FORWARD, INTERPRET)
 
 
 @triton.jit
@@ -156,12 +142,6 @@ def default_path(a: torch.Tensor, b: torch.Tensor) -> str:
     return "pointer"
 
 
-def _num_sms(t: torch.Tensor) -> int:
-    if t.is_cuda:
-        return torch.cuda.get_device_properties(t.device).multi_processor_count
-    return INTERPRETER_SMS
-
-
 def _scratch(size: int, alignment: int, stream):
     # Device descriptors are written to global scratch memory that Triton asks the host for.
     return torch.empty(size, dtype=torch.int8, device="cuda")
@@ -179,13 +159,13 @@ def _run(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, aux: torch.Tensor, f
     launch = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
     tiles = triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
     if path == "tma":
-        num_sms = _num_sms(a)
-        grid = record_launch("linear_relu_square_tma_kernel", (min(num_sms, tiles),))
+        sms = num_sms(a)
+        grid = record_launch("linear_relu_square_tma_kernel", (min(sms, tiles),))
         # The allocator is a context variable: set it on every launch, since autograd runs the
         # backward on another thread. Inductor's launcher sets its own for compiled graphs.
         triton.set_allocator(_scratch)
         torch.library.wrap_triton(linear_relu_square_tma_kernel)[grid](
-            a, b, c, aux, M, N, K, **cfg, NUM_SMS=num_sms, FORWARD=forward, INTERPRET=INTERPRET, **launch)
+            a, b, c, aux, M, N, K, **cfg, NUM_SMS=sms, FORWARD=forward, INTERPRET=INTERPRET, **launch)
     else:
         grid = record_launch("linear_relu_square_pointer_kernel", (tiles,))
         torch.library.wrap_triton(linear_relu_square_pointer_kernel)[grid](

@@ -21,13 +21,12 @@ import triton
 import triton.language as tl
 
 from speedtrace.kernels._dispatch import record_launch
-from speedtrace.kernels.triton_common import INTERPRET, cast, dot
+from speedtrace.kernels.triton_common import INTERPRET, cast, dot, num_sms
 
 if INTERPRET:
     # Small tiles so that small test shapes still span several tiles (tl.dot needs >= 16).
     _SMALL = dict(BLOCK=16, BLOCK_K=16, PAIR=1, num_warps=4, num_stages=1, PROGRAMS_PER_SM=0)
     CONFIGS = {kind: {"other": _SMALL} for kind in ("xxt", "xtx", "ba_plus_caa")}
-    INTERPRETER_SMS = 3
 else:
     # {product: {reduction depth or "other": config}}; benchmarks/tune_kernels.py prints these
     # (best of its H200 sweep of 2026-11-29, benchmarks/RESULTS.md).
@@ -187,12 +186,6 @@ def ba_plus_caa_kernel(a, out, side, depth, tiles, batches, s_ab, s_ar, s_ac, s_
 KERNELS = {"xxt": xxt_kernel, "xtx": xtx_kernel, "ba_plus_caa": ba_plus_caa_kernel}
 
 
-def _num_sms(t: torch.Tensor) -> int:
-    if t.is_cuda:
-        return torch.cuda.get_device_properties(t.device).multi_processor_count
-    return INTERPRETER_SMS
-
-
 def _launch(kind: str, a: torch.Tensor, out: torch.Tensor, config: dict | None, alpha=1.0, beta=0.0) -> None:
     gram_of_columns, add_input = kind == "xtx", kind == "ba_plus_caa"
     a3 = a if a.ndim == 3 else a.unsqueeze(0)
@@ -208,7 +201,7 @@ def _launch(kind: str, a: torch.Tensor, out: torch.Tensor, config: dict | None, 
     cfg = config or config_for(kind, depth)
     tiles = triangle_tiles(side, cfg["BLOCK"], cfg["PAIR"])
     if cfg["PROGRAMS_PER_SM"]:
-        grid = (min(tiles * n, cfg["PROGRAMS_PER_SM"] * _num_sms(a3)), 1)
+        grid = (min(tiles * n, cfg["PROGRAMS_PER_SM"] * num_sms(a3)), 1)
     else:
         grid = (tiles, n)
     record_launch(f"{kind}_kernel", grid)

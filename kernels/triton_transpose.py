@@ -21,12 +21,11 @@ import triton
 import triton.language as tl
 
 from speedtrace.kernels._dispatch import record_launch
-from speedtrace.kernels.triton_common import INTERPRET, cast
+from speedtrace.kernels.triton_common import INTERPRET, cast, num_sms
 
 if INTERPRET:
     _SMALL = dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, M_FASTEST=True, PROGRAMS_PER_SM=0, num_stages=1)
     CONFIGS = {"other": {"copy": _SMALL, "add": _SMALL}}
-    INTERPRETER_SMS = 3
 else:
     # {element size in bytes or "other": {"copy"/"add": config}}; benchmarks/tune_kernels.py prints these.
     CONFIGS = {
@@ -83,19 +82,13 @@ def transpose_kernel(src, dst, M, N, s_m, s_n, d_n, d_m, ADD: tl.constexpr,
                         M_FASTEST, INTERPRET)
 
 
-def _num_sms(t: torch.Tensor) -> int:
-    if t.is_cuda:
-        return torch.cuda.get_device_properties(t.device).multi_processor_count
-    return INTERPRETER_SMS
-
-
 def _launch(op: str, src: torch.Tensor, dst: torch.Tensor, config: dict | None) -> None:
     M, N = src.shape
     if M == 0 or N == 0:
         return
     cfg = config or config_for(op, src.element_size())
     tiles = triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
-    programs = min(tiles, cfg["PROGRAMS_PER_SM"] * _num_sms(src)) if cfg["PROGRAMS_PER_SM"] else tiles
+    programs = min(tiles, cfg["PROGRAMS_PER_SM"] * num_sms(src)) if cfg["PROGRAMS_PER_SM"] else tiles
     # Recorded under one name per operation, which the benchmarks read.
     grid = record_launch(f"transpose_{op}_kernel", (programs,))
     transpose_kernel[grid](
