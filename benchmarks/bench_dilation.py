@@ -2,7 +2,8 @@
 
 Builds and warms up the speedrun trainer once, then runs ``profiling.capture.profile`` with each
 configuration in turn over the same stage-1 steps: CPU+CUDA activities without shapes (full
-mode), CUDA only (with step-marker kernels), and optionally CPU+CUDA with record_shapes. Each
+mode), CUDA only (with step-marker kernels), and optionally CPU+CUDA with record_shapes; a
+"+launches" suffix keeps Inductor's per-launch profiler records on (off by default). Each
 writes its own trace set under OUT/<name>/ and prints its dilation; a table comes last.
 
     python -P benchmarks/bench_dilation.py --data DIR --out OUT [--variant parent] [--unprofiled 50]
@@ -25,16 +26,32 @@ def profile_all(args, trainer, reverts) -> list:
 
     rows = []
     for i, name in enumerate(args.configs.split(",")):
+        base = name.removesuffix("+launches")
         settings = ProfileSettings(
             out_dir=Path(args.out) / name.replace("+", "_"), first_step=args.start_step,
             unprofiled=args.unprofiled if i == 0 else 10, wait=0, warmup=2, active=args.active,
-            mode="full" if name == "cpu+cuda" else "timing",
-            activities={"shapes": "cpu+cuda"}.get(name, name), record_shapes=name == "shapes",
+            mode="full" if base == "cpu+cuda" else "timing",
+            activities={"shapes": "cpu+cuda"}.get(base, base), record_shapes=base == "shapes",
+            launch_records=name.endswith("+launches"),
             metadata={"config": "speedrun", "variant": args.variant, "reverts": sorted(reverts),
                       "start_step": args.start_step, "compile_warmup": "stage1", "compiled": True},
         )
         rows.append((name, profile(trainer.train_step, settings, device="cuda")))
     return rows
+
+
+def loader_times(trainer, n: int = 24) -> str:
+    """Host time of the loader (numpy) and of the copy to the GPU, per micro-batch, on this host."""
+    import torch
+
+    t0 = time.perf_counter()
+    batches = [trainer.loader.next_batch() for _ in range(n)]
+    t1 = time.perf_counter()
+    for b in batches:
+        b.to(trainer.device)
+    t2 = time.perf_counter()
+    torch.cuda.synchronize()
+    return f"loader: next_batch {(t1 - t0) / n * 1e3:.3f} ms, to(device) {(t2 - t1) / n * 1e3:.3f} ms per micro-batch"
 
 
 def main():
@@ -46,7 +63,8 @@ def main():
     ap.add_argument("--start-step", type=int, default=10)
     ap.add_argument("--unprofiled", type=int, default=50)
     ap.add_argument("--active", type=int, default=6)
-    ap.add_argument("--configs", default="cpu+cuda,cuda", help="comma list of: cpu+cuda, cuda, shapes")
+    ap.add_argument("--configs", default="cpu+cuda,cuda", help="comma list of: cpu+cuda, cuda, shapes, each optionally "
+                    "with +launches (Inductor's per-launch records on)")
     ap.add_argument("--wait-for", default=None, help="after warm-up, wait until this file exists")
     ap.add_argument("--done", default=None, help="create this file when the timed part is over")
     ap.add_argument("--ready", default=None, help="create this file when compiled and warmed up")
@@ -62,6 +80,7 @@ def main():
     torch.empty(1, device="cuda", requires_grad=True).backward()
     trainer = Trainer(cfg, "cuda", args.data, None, val_every=-1, start_step=args.start_step)
     trainer.warmup("stage1")
+    print(loader_times(trainer), flush=True)
     if args.ready:
         Path(args.ready).touch()
     while args.wait_for and not Path(args.wait_for).exists():
@@ -72,11 +91,13 @@ def main():
         if args.done:
             Path(args.done).touch()
     print(f"\n==== profiler dilation (speedrun, world size 1, {args.variant}) ====")
-    print(f"{'config':10s} {'unprofiled ms (median, n)':28s} {'profiled ms (median, n)':26s} dilation  peak MiB")
+    print(f"{'config':18s} {'unprofiled ms (median, n)':26s} {'profiled ms (median, n)':24s} dilation  "
+          "host ms unprof/prof  peak MiB")
     for name, run in rows:
         u, p = run["unprofiled_step_ms"], run["profiled_step_ms"]
-        print(f"{name:10s} {statistics.median(u):10.2f} ({len(u):3d}){'':12s} {statistics.median(p):10.2f} ({len(p)})"
-              f"{'':11s} {run['dilation']:.4f}   {run['unprofiled_peak_allocated_mib']}")
+        hu, hp = statistics.median(run["unprofiled_host_ms"]), statistics.median(run["profiled_host_ms"])
+        print(f"{name:18s} {statistics.median(u):10.2f} ({len(u):3d}){'':10s} {statistics.median(p):10.2f} ({len(p)})"
+              f"{'':9s} {run['dilation']:.4f}   {hu:7.1f} / {hp:7.1f}   {run['unprofiled_peak_allocated_mib']}")
     with open(Path(args.out) / "dilation.json", "w") as f:
         json.dump(dict(rows), f, indent=1)
     return 0

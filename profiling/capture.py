@@ -21,9 +21,9 @@ from speedtrace.profiling.runmeta import environment
 
 # "timing" keeps dilation lowest; "full" keeps every CPU op and annotation (no shapes/stacks).
 MODES = ("timing", "full")
-# Measured on the H200 (benchmarks/RESULTS.md, "Profiler dilation"): neither candidate stays within
-# 1.03 on the bundled trainer (CPU+CUDA without shapes 1.27, CUDA only 1.22 in the same process), so
-# timing mode takes the less dilating one, CUDA only, and marks steps with marker kernels.
+# Measured on the H200 (benchmarks/RESULTS.md, "Profiler dilation"), Inductor's per-launch records
+# off: CUDA only 1.001-1.008, CPU+CUDA without shapes 1.03-1.10 on the bundled trainer, whose host
+# then becomes the critical path. Timing mode takes CUDA only and marks steps with marker kernels.
 TIMING_ACTIVITIES = "cuda"
 ACTIVITY_CHOICES = ("cuda", "cpu+cuda", "cpu")
 
@@ -41,6 +41,11 @@ class ProfileSettings:
     record_shapes: bool = False
     with_stack: bool = False
     profile_memory: bool = False
+    # Inductor wraps every kernel launch in its own profiler range (kernel file, grid, ...) while a
+    # profiler is on, through a slow launch path: thousands a step, the largest part of the host
+    # time the profiler adds to a compiled step. Off, launches still show as runtime/driver calls
+    # linked to their kernels, inside the same annotations.
+    launch_records: bool = False
     metadata: dict = field(default_factory=dict)  # merged into run.json (config, variant, ...)
 
     def validate(self) -> None:
@@ -58,6 +63,15 @@ def choose_activities(mode: str, on_cuda: bool, requested: str | None) -> str:
     if requested:
         return requested
     return TIMING_ACTIVITIES if mode == "timing" else "cpu+cuda"
+
+
+def _hide_profiler_from_inductor() -> None:
+    """Make Inductor launch through its fast path: it checks this flag, which the profiler sets
+    whenever it starts collecting (entering, and at the schedule's warm-up and record steps)."""
+    import torch.autograd.profiler as autograd_profiler
+
+    if hasattr(autograd_profiler, "_is_profiler_enabled"):
+        autograd_profiler._is_profiler_enabled = False
 
 
 def _median_ms(times: list[float]) -> float | None:
@@ -88,10 +102,12 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     unprofiled_ms = []
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
+    unprofiled_host_ms, profiled_host_ms = [], []
     for _ in range(settings.unprofiled):
         sync()
         t0 = time.perf_counter()
         step_fn(step)
+        unprofiled_host_ms.append((time.perf_counter() - t0) * 1e3)
         sync()
         unprofiled_ms.append((time.perf_counter() - t0) * 1e3)
         step += 1
@@ -122,7 +138,9 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     first_active = step + settings.wait + settings.warmup
     last_active = first_active + settings.active - 1
     profiled_ms, active_steps = [], []
+    quiet = (lambda: None) if settings.launch_records else _hide_profiler_from_inductor
     with prof:
+        quiet()
         while step <= last_active:
             active = step >= first_active
             if step == first_active:
@@ -134,6 +152,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
             if active and use_markers:
                 launch_marker(marker_buf)
             step_fn(step)
+            host_ms = (time.perf_counter() - t0) * 1e3
             if step == last_active:
                 if use_markers:
                     launch_marker(marker_buf)  # closes the last step's window
@@ -142,9 +161,11 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
                 prof.step()
             else:
                 prof.step()
+                quiet()
                 sync()
                 if active:
                     profiled_ms.append((time.perf_counter() - t0) * 1e3)
+                    profiled_host_ms.append(host_ms)
             if active:
                 active_steps.append(step)
             step += 1
@@ -161,11 +182,16 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         "record_shapes": settings.record_shapes,
         "with_stack": settings.with_stack,
         "profile_memory": settings.profile_memory,
+        "launch_records": settings.launch_records,
         "world_size": world_size,
         "unprofiled_steps": list(range(settings.first_step, settings.first_step + settings.unprofiled)),
         "unprofiled_step_ms": [round(t, 4) for t in unprofiled_ms],
         "profiled_steps": active_steps,
         "profiled_step_ms": [round(t, 4) for t in profiled_ms],
+        # When step_fn returned (before the closing synchronisation): near the step time, the
+        # host is the critical path, and what a profiler adds on the host shows as dilation.
+        "unprofiled_host_ms": [round(t, 4) for t in unprofiled_host_ms],
+        "profiled_host_ms": [round(t, 4) for t in profiled_host_ms],
         "dilation": round(dilation, 4) if dilation else None,
         "unprofiled_peak_allocated_mib": round(peak_mib, 1) if peak_mib is not None else None,
         "environment": environment(),

@@ -52,7 +52,7 @@ def profile_trainer(args) -> dict:
             out_dir=out / "trace", first_step=args.start_step, unprofiled=args.unprofiled,
             wait=args.wait, warmup=args.warmup, active=args.active, mode=args.mode,
             activities=args.activities, record_shapes=args.record_shapes, with_stack=args.with_stack,
-            profile_memory=args.profile_memory,
+            profile_memory=args.profile_memory, launch_records=args.launch_records,
             metadata={"config": cfg.name, "variant": args.variant, "reverts": sorted(reverts),
                       "start_step": args.start_step, "compile_warmup": args.compile_warmup,
                       "compiled": trainer.compiled, "stage": sched.stage_of(args.start_step)},

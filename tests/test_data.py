@@ -261,3 +261,30 @@ def test_bigram_entropy_by_hand():
     tokens = np.array([1, 2, 1, 2, 1, 3, 50000, 1, 2])
     expected = (3 * np.log(4 / 3) + np.log(4)) / 8
     assert bigram_entropy(tokens) == pytest.approx(expected, abs=1e-12)
+
+
+def test_staging_packs_arrays_for_one_copy_and_keeps_earlier_batches():
+    import torch
+
+    from speedtrace.trainer.data import PinnedStaging
+
+    rng = np.random.default_rng()
+    staging = PinnedStaging("cpu")
+    kept = []
+    # More uploads than buffers, with sizes that grow (a buffer is replaced) and odd lengths.
+    for i in range(2 * PinnedStaging.SLOTS + 1):
+        n = int(rng.integers(1, 50)) + 40 * i
+        arrays = (rng.integers(-2**31, 2**31 - 1, n, dtype=np.int32),
+                  rng.integers(-2**62, 2**62, n, dtype=np.int64),
+                  rng.integers(0, 1000, 2 * i + 3, dtype=np.int32),
+                  rng.integers(0, 2**20, n, dtype=np.int32))
+        out = staging.upload(arrays)
+        assert [t.dtype for t in out] == [torch.int32, torch.int64, torch.int32, torch.int32]
+        base = out[0].data_ptr()
+        assert all((t.data_ptr() - base) % PinnedStaging.ALIGN == 0 for t in out)
+        # All four views share the one copied buffer.
+        assert len({t.untyped_storage().data_ptr() for t in out}) == 1
+        kept.append((arrays, out))
+    for arrays, out in kept:
+        for a, t in zip(arrays, out):
+            assert np.array_equal(t.numpy(), a)

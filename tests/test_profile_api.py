@@ -46,3 +46,42 @@ def test_user_step_function(tmp_path):
     with gzip.open(tmp_path / "rank-0.trace.json.gz") as f:
         names = {e["name"] for e in json.load(f)["traceEvents"] if e.get("cat") == "user_annotation"}
     assert {"ProfilerStep#105", "ProfilerStep#106", "ProfilerStep#107", "my_forward"} <= names
+
+
+@pytest.mark.parametrize("launch_records", [False, True])
+def test_inductor_launch_records_are_opt_in(tmp_path, launch_records):
+    # Inductor checks this flag on every launch; while it is set, each launch goes through a slow
+    # path that adds its own profiler range (the largest host cost of profiling a compiled step).
+    import torch.autograd.profiler as autograd_profiler
+
+    flags = {}
+
+    def step(n):
+        flags[n] = autograd_profiler._is_profiler_enabled
+        with torch.profiler.record_function("work"):
+            torch.randn(16, 16).sum()
+
+    settings = prof.ProfileSettings(out_dir=tmp_path, first_step=0, unprofiled=2, wait=0, warmup=1, active=3,
+                                    launch_records=launch_records)
+    run = prof.profile(step, settings, log=lambda *a: None)
+    assert [flags[s] for s in run["profiled_steps"]] == [launch_records] * 3
+    assert run["launch_records"] is launch_records
+    # Either way the profiler records the step's CPU ranges.
+    with gzip.open(tmp_path / "rank-0.trace.json.gz") as f:
+        names = [e["name"] for e in json.load(f)["traceEvents"] if e.get("cat") == "user_annotation"]
+    assert names.count("work") == 3
+    assert not autograd_profiler._is_profiler_enabled
+
+
+def test_host_times_are_recorded_beside_step_times(tmp_path):
+    import time
+
+    def step(n):
+        time.sleep(0.002)
+
+    settings = prof.ProfileSettings(out_dir=tmp_path, unprofiled=3, wait=0, warmup=1, active=3)
+    run = prof.profile(step, settings, log=lambda *a: None)
+    assert len(run["unprofiled_host_ms"]) == 3 and len(run["profiled_host_ms"]) == 2
+    for host, total in zip(run["unprofiled_host_ms"] + run["profiled_host_ms"],
+                           run["unprofiled_step_ms"] + run["profiled_step_ms"]):
+        assert 2.0 <= host <= total
