@@ -1,0 +1,342 @@
+"""Variants of the a·aᵀ kernel on the attention bank (40, 768, 768): where xxt's time goes.
+
+On the GPU machine, from the repository root (after `source benchmarks/gpu_shim.sh`):
+
+    python -P benchmarks/xxt_variants.py        # plain matmul, triangle with and without the mirror, TMA
+    python -P benchmarks/xxt_variants.py --v2   # tile kinds: one-operand diagonal blocks, paired blocks
+
+Each variant is checked against torch.bmm and timed as CUDA-graph replays (median); bmm is timed on the
+stream, as in bench_kernels.py. Results of 2026-11-29 are in benchmarks/RESULTS.md (Kernels, third session).
+"""
+import sys
+import time
+
+import torch
+import triton
+import triton.language as tl
+from triton.testing import do_bench, do_bench_cudagraph
+
+from speedtrace import kernels as K
+from speedtrace.kernels.triton_symmetric import _tile_position
+
+
+def _alloc(size, align, stream):
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+triton.set_allocator(_alloc)
+
+
+@triton.jit
+def _tile_ij(t, nb, FULL: tl.constexpr):
+    if FULL:
+        return t // nb, t % nb
+    else:
+        return _tile_position(t, 1)
+
+
+@triton.jit
+def _tma_tile(a_desc, o_desc, b, t, K, nb, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+              MIRROR: tl.constexpr, FULL: tl.constexpr, DIM3: tl.constexpr, M):
+    bi, bj = _tile_ij(t, nb, FULL)
+    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        if DIM3:
+            left = a_desc.load([b, bi * BLOCK, k]).reshape(BLOCK, BLOCK_K)
+            right = a_desc.load([b, bj * BLOCK, k]).reshape(BLOCK, BLOCK_K)
+        else:
+            left = a_desc.load([b * M + bi * BLOCK, k])
+            right = a_desc.load([b * M + bj * BLOCK, k])
+        acc = tl.dot(left, right.T, acc)
+    tile = acc.to(tl.bfloat16)
+    if DIM3:
+        o_desc.store([b, bi * BLOCK, bj * BLOCK], tile.reshape(1, BLOCK, BLOCK))
+    else:
+        o_desc.store([b * M + bi * BLOCK, bj * BLOCK], tile)
+    if MIRROR:
+        if bj < bi:
+            if DIM3:
+                o_desc.store([b, bj * BLOCK, bi * BLOCK], tile.T.reshape(1, BLOCK, BLOCK))
+            else:
+                o_desc.store([b * M + bj * BLOCK, bi * BLOCK], tile.T)
+
+
+@triton.jit
+def tma_xxt(a, out, n, M, K, tiles, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, MIRROR: tl.constexpr,
+            FULL: tl.constexpr, PERSISTENT: tl.constexpr, FLATTEN: tl.constexpr, NPROG: tl.constexpr,
+            DIM3: tl.constexpr):
+    if DIM3:
+        a_desc = tl.make_tensor_descriptor(a, [n, M, K], [M * K, K, 1], [1, BLOCK, BLOCK_K])
+        o_desc = tl.make_tensor_descriptor(out, [n, M, M], [M * M, M, 1], [1, BLOCK, BLOCK])
+    else:
+        a_desc = tl.make_tensor_descriptor(a, [n * M, K], [K, 1], [BLOCK, BLOCK_K])
+        o_desc = tl.make_tensor_descriptor(out, [n * M, M], [M, 1], [BLOCK, BLOCK])
+    nb = tl.cdiv(M, BLOCK)
+    if PERSISTENT:
+        for t in tl.range(tl.program_id(0), tiles * n, NPROG, flatten=FLATTEN):
+            _tma_tile(a_desc, o_desc, t // tiles, t % tiles, K, nb, BLOCK, BLOCK_K, MIRROR, FULL, DIM3, M)
+    else:
+        _tma_tile(a_desc, o_desc, tl.program_id(1), tl.program_id(0), K, nb, BLOCK, BLOCK_K, MIRROR, FULL,
+                  DIM3, M)
+
+
+@triton.jit
+def ptr_xxt(a, out, M, K, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, MIRROR: tl.constexpr,
+            FULL: tl.constexpr):
+    b = tl.program_id(1).to(tl.int64)
+    a += b * M * K
+    out += b * M * M
+    bi, bj = _tile_ij(tl.program_id(0), tl.cdiv(M, BLOCK), FULL)
+    rows = bi * BLOCK + tl.arange(0, BLOCK)
+    cols = bj * BLOCK + tl.arange(0, BLOCK)
+    ks = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        left = tl.load(a + rows[:, None] * K + (k0 + ks)[None, :])
+        right = tl.load(a + cols[:, None] * K + (k0 + ks)[None, :])
+        acc = tl.dot(left, tl.trans(right), acc)
+    tile = acc.to(tl.bfloat16)
+    tl.store(out + rows[:, None] * M + cols[None, :], tile)
+    if MIRROR:
+        if bj < bi:
+            tl.store(out + cols[:, None] * M + rows[None, :], tl.trans(tile))
+
+
+def run_tma(a, out, BLOCK=128, BLOCK_K=64, MIRROR=True, FULL=False, PERSISTENT=False, FLATTEN=False,
+            NPROG=132, DIM3=True, warps=8, stages=3):
+    n, M, Kd = a.shape
+    nb = triton.cdiv(M, BLOCK)
+    tiles = nb * nb if FULL else nb * (nb + 1) // 2
+    grid = (NPROG,) if PERSISTENT else (tiles, n)
+    tma_xxt[grid](a, out, n, M, Kd, tiles, BLOCK=BLOCK, BLOCK_K=BLOCK_K, MIRROR=MIRROR, FULL=FULL,
+                  PERSISTENT=PERSISTENT, FLATTEN=FLATTEN, NPROG=NPROG, DIM3=DIM3,
+                  num_warps=warps, num_stages=stages)
+
+
+def run_ptr(a, out, BLOCK=128, BLOCK_K=64, MIRROR=True, FULL=False, warps=8, stages=3):
+    n, M, Kd = a.shape
+    nb = triton.cdiv(M, BLOCK)
+    tiles = nb * nb if FULL else nb * (nb + 1) // 2
+    ptr_xxt[(tiles, n)](a, out, M, Kd, BLOCK=BLOCK, BLOCK_K=BLOCK_K, MIRROR=MIRROR, FULL=FULL,
+                        num_warps=warps, num_stages=stages)
+
+
+def main():
+    torch.manual_seed(0)
+    a = torch.randn(40, 768, 768, dtype=torch.bfloat16, device="cuda") / 28
+    ref = torch.bmm(a, a.mT)
+    out = torch.empty_like(ref)
+    bmm_stream = do_bench(lambda: torch.bmm(a, a.mT, out=out), rep=200, return_mode="median") * 1e3
+    bmm_graph = do_bench_cudagraph(lambda: torch.bmm(a, a.mT, out=out), rep=200, return_mode="median") * 1e3
+    cur = do_bench_cudagraph(lambda: K.xxt(a, out), rep=200, return_mode="median") * 1e3
+    print(f"bmm stream {bmm_stream:.1f} us  bmm graph {bmm_graph:.1f} us  current xxt graph {cur:.1f} us "
+          f"({cur / bmm_stream:.3f}x)", flush=True)
+    rows = []
+
+    def trial(name, fn, check=True):
+        t0 = time.time()
+        try:
+            out.fill_(float("nan"))
+            fn()
+            torch.cuda.synchronize()
+            err = (out.float() - ref.float()).abs().max().item() if check else float("nan")
+            us = do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
+        except Exception as exc:  # noqa: BLE001
+            print(f"{name:60s} FAILED {type(exc).__name__}: {str(exc)[:150]}", flush=True)
+            return
+        rows.append((us, name, err))
+        print(f"{name:60s} {us:7.1f} us {us / bmm_stream:.3f}x err {err:.2e} ({time.time() - t0:.1f}s)", flush=True)
+
+    trial("ptr full (no triangle)", lambda: run_ptr(a, out, FULL=True), check=True)
+    trial("ptr triangle no mirror", lambda: run_ptr(a, out, MIRROR=False), check=False)
+    trial("ptr triangle mirror w8 s3", lambda: run_ptr(a, out))
+    trial("tma full (no triangle)", lambda: run_tma(a, out, FULL=True))
+    trial("tma triangle no mirror", lambda: run_tma(a, out, MIRROR=False), check=False)
+    for dim3 in (True, False):
+        for bk in (64, 128):
+            for stages in (2, 3, 4):
+                for warps in (4, 8):
+                    if bk == 128 and stages == 4:
+                        continue
+                    trial(f"tma dim3={dim3} bk={bk} s={stages} w={warps}",
+                          lambda bk=bk, stages=stages, warps=warps, dim3=dim3:
+                          run_tma(a, out, BLOCK_K=bk, stages=stages, warps=warps, DIM3=dim3))
+    for nprog in (132, 264):
+        for flatten in (False, True):
+            for stages in (3, 4):
+                trial(f"tma persistent nprog={nprog} flatten={flatten} s={stages}",
+                      lambda nprog=nprog, flatten=flatten, stages=stages:
+                      run_tma(a, out, PERSISTENT=True, NPROG=nprog, FLATTEN=flatten, stages=stages))
+    rows.sort()
+    print("\n==== best")
+    for us, name, err in rows[:8]:
+        print(f"{name:60s} {us:7.1f} us {us / bmm_stream:.3f}x err {err:.2e}")
+    return 0
+
+
+
+# ---- v2: tile kinds from a table. kind 0: diagonal block (one operand, loaded once);
+# kind 1: one off-diagonal block; kind 2: two neighbouring off-diagonal blocks of one block row.
+@triton.jit
+def _ld(a, a_desc, w_desc, row, k, K, ROWS: tl.constexpr, BLOCK_K: tl.constexpr, TMA: tl.constexpr,
+        WIDE: tl.constexpr):
+    if TMA:
+        if WIDE:
+            return w_desc.load([row, k])
+        else:
+            return a_desc.load([row, k])
+    else:
+        r = row.to(tl.int64) + tl.arange(0, ROWS)
+        return tl.load(a + r[:, None] * K + (k + tl.arange(0, BLOCK_K))[None, :])
+
+
+@triton.jit
+def _st(out, o_desc, row, col, M, tile, BLOCK: tl.constexpr, TMA: tl.constexpr):
+    if TMA:
+        o_desc.store([row, col], tile)
+    else:
+        r = row.to(tl.int64) + tl.arange(0, BLOCK)
+        c = col + tl.arange(0, BLOCK)
+        tl.store(out + r[:, None] * M + c[None, :], tile)
+
+
+@triton.jit
+def _diag(a, a_desc, w_desc, out, o_desc, ri, bi, K, M, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+          TMA: tl.constexpr):
+    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        x = _ld(a, a_desc, w_desc, ri, k, K, BLOCK, BLOCK_K, TMA, False)
+        acc = tl.dot(x, x.T, acc)
+    _st(out, o_desc, ri, bi * BLOCK, M, acc.to(tl.bfloat16), BLOCK, TMA)
+
+
+@triton.jit
+def _single(a, a_desc, w_desc, out, o_desc, ri, rj, bi, bj, K, M, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+            TMA: tl.constexpr):
+    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        x = _ld(a, a_desc, w_desc, ri, k, K, BLOCK, BLOCK_K, TMA, False)
+        y = _ld(a, a_desc, w_desc, rj, k, K, BLOCK, BLOCK_K, TMA, False)
+        acc = tl.dot(x, y.T, acc)
+    tile = acc.to(tl.bfloat16)
+    _st(out, o_desc, ri, bj * BLOCK, M, tile, BLOCK, TMA)
+    _st(out, o_desc, rj, bi * BLOCK, M, tile.T, BLOCK, TMA)
+
+
+@triton.jit
+def _pair(a, a_desc, w_desc, out, o_desc, ri, rj, bi, bj, K, M, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr,
+          TMA: tl.constexpr):
+    acc = tl.zeros((BLOCK, 2 * BLOCK), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        x = _ld(a, a_desc, w_desc, ri, k, K, BLOCK, BLOCK_K, TMA, False)
+        y = _ld(a, a_desc, w_desc, rj, k, K, 2 * BLOCK, BLOCK_K, TMA, True)
+        acc = tl.dot(x, y.T, acc)
+    first, second = tl.split(tl.permute(tl.reshape(acc, (BLOCK, 2, BLOCK)), (0, 2, 1)))
+    t0 = first.to(tl.bfloat16)
+    t1 = second.to(tl.bfloat16)
+    _st(out, o_desc, ri, bj * BLOCK, M, t0, BLOCK, TMA)
+    _st(out, o_desc, rj, bi * BLOCK, M, t0.T, BLOCK, TMA)
+    _st(out, o_desc, ri, (bj + 1) * BLOCK, M, t1, BLOCK, TMA)
+    _st(out, o_desc, rj + BLOCK, bi * BLOCK, M, t1.T, BLOCK, TMA)
+
+
+@triton.jit
+def kinds_xxt(a, out, tab, n, M, K, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, TMA: tl.constexpr,
+              BATCH_FAST: tl.constexpr):
+    if BATCH_FAST:
+        t = tl.program_id(1)
+        b = tl.program_id(0)
+    else:
+        t = tl.program_id(0)
+        b = tl.program_id(1)
+    code = tl.load(tab + t)
+    kind = code & 3
+    bi = (code >> 2) & 0xFFF
+    bj = code >> 14
+    if TMA:
+        a_desc = tl.make_tensor_descriptor(a, [n * M, K], [K, 1], [BLOCK, BLOCK_K])
+        w_desc = tl.make_tensor_descriptor(a, [n * M, K], [K, 1], [2 * BLOCK, BLOCK_K])
+        o_desc = tl.make_tensor_descriptor(out, [n * M, M], [M, 1], [BLOCK, BLOCK])
+    else:
+        a_desc = a
+        w_desc = a
+        o_desc = out
+    base = b * M
+    ri = base + bi * BLOCK
+    rj = base + bj * BLOCK
+    if kind == 0:
+        _diag(a, a_desc, w_desc, out, o_desc, ri, bi, K, M, BLOCK, BLOCK_K, TMA)
+    elif kind == 1:
+        _single(a, a_desc, w_desc, out, o_desc, ri, rj, bi, bj, K, M, BLOCK, BLOCK_K, TMA)
+    else:
+        _pair(a, a_desc, w_desc, out, o_desc, ri, rj, bi, bj, K, M, BLOCK, BLOCK_K, TMA)
+
+
+def kinds_table(nb, pairs=True, heavy_first=True, device="cuda"):
+    tiles = []
+    for i in range(nb):
+        j = 0
+        while j < i:
+            if pairs and j + 1 < i:
+                tiles.append((2, i, j))
+                j += 2
+            else:
+                tiles.append((1, i, j))
+                j += 1
+        tiles.append((0, i, i))
+    if heavy_first:
+        tiles.sort(key=lambda x: -x[0])
+    codes = [kind | (i << 2) | (j << 14) for kind, i, j in tiles]
+    return torch.tensor(codes, dtype=torch.int32, device=device)
+
+
+def run_kinds(a, out, tab, BLOCK=128, BLOCK_K=64, TMA=True, BATCH_FAST=False, warps=8, stages=3):
+    n, M, Kd = a.shape
+    grid = (n, len(tab)) if BATCH_FAST else (len(tab), n)
+    kinds_xxt[grid](a, out, tab, n, M, Kd, BLOCK=BLOCK, BLOCK_K=BLOCK_K, TMA=TMA, BATCH_FAST=BATCH_FAST,
+                    num_warps=warps, num_stages=stages)
+
+
+def main2():
+    torch.manual_seed(0)
+    a = torch.randn(40, 768, 768, dtype=torch.bfloat16, device="cuda") / 28
+    ref = torch.bmm(a, a.mT)
+    out = torch.empty_like(ref)
+    bmm_stream = do_bench(lambda: torch.bmm(a, a.mT, out=out), rep=200, return_mode="median") * 1e3
+    cur = do_bench_cudagraph(lambda: K.xxt(a, out), rep=200, return_mode="median") * 1e3
+    print(f"bmm stream {bmm_stream:.1f} us  current xxt graph {cur:.1f} us ({cur / bmm_stream:.3f}x)", flush=True)
+    rows = []
+
+    def trial(name, fn):
+        t0 = time.time()
+        try:
+            out.fill_(float("nan"))
+            fn()
+            torch.cuda.synchronize()
+            err = (out.float() - ref.float()).abs().max().item()
+            us = do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
+        except Exception as exc:  # noqa: BLE001
+            print(f"{name:60s} FAILED {type(exc).__name__}: {str(exc)[:150]}", flush=True)
+            return
+        rows.append((us, name, err))
+        print(f"{name:60s} {us:7.1f} us {us / bmm_stream:.3f}x err {err:.2e} ({time.time() - t0:.1f}s)", flush=True)
+
+    for pairs in (False, True):
+        for heavy in ((False, True) if pairs else (False,)):
+            tab = kinds_table(6, pairs, heavy)
+            for tma in (True, False):
+                for warps, stages in ((8, 3), (8, 4), (4, 3), (8, 2)):
+                    if pairs and warps == 4:
+                        continue
+                    for bf in ((False, True) if (warps, stages) == (8, 3) else (False,)):
+                        trial(f"kinds pairs={pairs} heavy={heavy} tma={tma} w{warps} s{stages} bf={bf}",
+                              lambda tab=tab, tma=tma, bf=bf, warps=warps, stages=stages:
+                              run_kinds(a, out, tab, TMA=tma, BATCH_FAST=bf, warps=warps, stages=stages))
+    rows.sort()
+    print("\n==== best")
+    for us, name, err in rows[:8]:
+        print(f"{name:60s} {us:7.1f} us {us / bmm_stream:.3f}x err {err:.2e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main2() if "--v2" in sys.argv else main())
