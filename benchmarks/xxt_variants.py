@@ -4,6 +4,7 @@ On the GPU machine, from the repository root (after `source benchmarks/gpu_shim.
 
     python -P benchmarks/xxt_variants.py        # plain matmul, triangle with and without the mirror, TMA
     python -P benchmarks/xxt_variants.py --v2   # tile kinds: one-operand diagonal blocks, paired blocks
+    python -P benchmarks/xxt_variants.py --ws WS=True,warps=4,stages=3   # one warp-specialised config
 
 Each variant is checked against torch.bmm and timed as CUDA-graph replays (median); bmm is timed on the
 stream, as in bench_kernels.py. Results of 2026-11-29 are in benchmarks/RESULTS.md (Kernels, third session).
@@ -338,5 +339,66 @@ def main2():
         print(f"{name:60s} {us:7.1f} us {us / bmm_stream:.3f}x err {err:.2e}")
 
 
+
+# ---- v3: warp-specialised reduction loop (a producer warp feeds TMA loads to the MMA warps).
+@triton.jit
+def ws_xxt(a, out, n, M, K, tiles, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, WS: tl.constexpr,
+           PERSISTENT: tl.constexpr, NPROG: tl.constexpr):
+    a_desc = tl.make_tensor_descriptor(a, [n * M, K], [K, 1], [BLOCK, BLOCK_K])
+    o_desc = tl.make_tensor_descriptor(out, [n * M, M], [M, 1], [BLOCK, BLOCK])
+    if PERSISTENT:
+        for t in tl.range(tl.program_id(0), tiles * n, NPROG, warp_specialize=WS):
+            _ws_tile(a_desc, o_desc, t // tiles, t % tiles, M, K, BLOCK, BLOCK_K, False)
+    else:
+        _ws_tile(a_desc, o_desc, tl.program_id(1), tl.program_id(0), M, K, BLOCK, BLOCK_K, WS)
+
+
+@triton.jit
+def _ws_tile(a_desc, o_desc, b, t, M, K, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, WS: tl.constexpr):
+    bi, bj = _tile_position(t, 1)
+    ri = b * M + bi * BLOCK
+    rj = b * M + bj * BLOCK
+    acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+    for k in tl.range(0, K, BLOCK_K, warp_specialize=WS):
+        acc = tl.dot(a_desc.load([ri, k]), a_desc.load([rj, k]).T, acc)
+    tile = acc.to(tl.bfloat16)
+    o_desc.store([ri, bj * BLOCK], tile)
+    if bj < bi:
+        o_desc.store([rj, bi * BLOCK], tile.T)
+
+
+def run_ws(a, out, BLOCK=128, BLOCK_K=64, WS=True, PERSISTENT=False, NPROG=132, warps=4, stages=3):
+    n, M, Kd = a.shape
+    nb = triton.cdiv(M, BLOCK)
+    tiles = nb * (nb + 1) // 2
+    grid = (NPROG,) if PERSISTENT else (tiles, n)
+    ws_xxt[grid](a, out, n, M, Kd, tiles, BLOCK=BLOCK, BLOCK_K=BLOCK_K, WS=WS, PERSISTENT=PERSISTENT,
+                 NPROG=NPROG, num_warps=warps, num_stages=stages)
+
+
+def one_ws(spec: str, compile_only: bool = False):
+    """Time one v3 configuration (run in its own process, so that a compile that hangs is cut off);
+    ``compile_only`` compiles and checks it (several can compile side by side, then time one by one)."""
+    kw = dict(item.split("=") for item in spec.split(","))
+    kw = {k: (v == "True" if v in ("True", "False") else int(v)) for k, v in kw.items()}
+    torch.manual_seed(0)
+    a = torch.randn(40, 768, 768, dtype=torch.bfloat16, device="cuda") / 28
+    ref = torch.bmm(a, a.mT)
+    out = torch.full_like(ref, float("nan"))
+    bmm = do_bench(lambda: torch.bmm(a, a.mT, out=out), rep=200, return_mode="median") * 1e3
+    t0 = time.time()
+    run_ws(a, out, **kw)
+    torch.cuda.synchronize()
+    err = (out.float() - ref.float()).abs().max().item()
+    if compile_only:
+        print(f"compiled {spec}: err {err:.2e} in {time.time() - t0:.1f}s", flush=True)
+        return 0
+    us = do_bench_cudagraph(lambda: run_ws(a, out, **kw), rep=100, return_mode="median") * 1e3
+    print(f"ws {spec:50s} {us:7.1f} us {us / bmm:.3f}x bmm ({bmm:.1f}) err {err:.2e} compile+run {time.time() - t0:.1f}s",
+          flush=True)
+
+
 if __name__ == "__main__":
+    if "--ws" in sys.argv:
+        sys.exit(one_ws(sys.argv[sys.argv.index("--ws") + 1], "--compile-only" in sys.argv))
     sys.exit(main2() if "--v2" in sys.argv else main())
