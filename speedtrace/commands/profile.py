@@ -10,7 +10,8 @@ DESCRIPTION = """\
 Build and warm up the bundled record-233 trainer, time --unprofiled steps without the profiler,
 then run --wait + --warmup + --active steps under torch.profiler (validation off). Writes
 OUT/trace/rank-N.trace.json.gz per rank and OUT/trace/run.json (config, variant, reverted changes,
-versions, device, profiler mode, unprofiled and profiled step times, dilation, step markers).
+versions, device, profiler mode, unprofiled and profiled step and host times, dilation, step
+markers).
 
 Dilation = median profiled step time / median unprofiled step time, both timed between
 device synchronisations, leaving out the last active step (its end writes the trace).
@@ -23,7 +24,7 @@ Shapes, stacks and memory (--record-shapes, --with-stack, --profile-memory) are 
 dilate the step several-fold, and `speedtrace report` then warns which numbers they distort.
 Inductor's per-launch ranges are off too (--launch-records turns them on): while a profiler runs,
 Inductor launches every kernel through a slow path that adds one; on the H200 that alone took
-the speedrun step's dilation from about 1.0 to 1.14 (CUDA only) and 1.2 (CPU+CUDA). Launches
+the speedrun step's dilation from 1.01 to 1.14 (CUDA only) and from 1.07 to 1.20 (CPU+CUDA). Launches
 still appear as runtime/driver calls linked to their kernels, inside the same annotations.
 
 examples:
