@@ -89,7 +89,22 @@ def run_summary(run: dict | None) -> dict | None:
     if dilation is None and profiled and unprofiled:
         dilation = _median(profiled) / _median(unprofiled)
     return {"dilation": dilation, "unprofiled_step_ms": unprofiled, "profiled_step_ms": profiled,
-            "mode": run.get("mode") if isinstance(run.get("mode"), str) else None}
+            "mode": run.get("mode") if isinstance(run.get("mode"), str) else None,
+            "unprofiled_host_ms": _number_list(run.get("unprofiled_host_ms")),
+            "profiled_host_ms": _number_list(run.get("profiled_host_ms"))}
+
+
+# A profiled step whose host work ends this close to the step's end had the host as its critical
+# path: the profiler's host cost then lengthens the step one for one.
+HOST_BOUND_FRACTION = 0.95
+
+
+def _host_bound(run: dict) -> str:
+    host, step = run.get("profiled_host_ms"), run.get("profiled_step_ms")
+    if not host or not step or _median(host) < HOST_BOUND_FRACTION * _median(step):
+        return ""
+    return (f"; the host was the critical path: the step function returned {_median(host):.1f} ms into "
+            f"each {_median(step):.1f} ms profiled step")
 
 
 def _dilation_warnings(trace_set, rank_traces) -> list[str]:
@@ -113,7 +128,7 @@ def _dilation_warnings(trace_set, rank_traces) -> list[str]:
             detail = (f" ({_median(run['profiled_step_ms']):.1f} ms per step profiled vs "
                       f"{_median(run['unprofiled_step_ms']):.1f} ms without the profiler)")
         out.append(f"{os.path.join(str(trace_set.path), 'run.json')}: dilation "
-                   f"{run['dilation']:.2f}{detail}; {_DILATION_EFFECT}")
+                   f"{run['dilation']:.2f}{detail}; {_DILATION_EFFECT}{_host_bound(run)}")
     return out
 
 
@@ -268,6 +283,9 @@ def _run_line(run: dict | None) -> str | None:
     if run.get("profiled_step_ms") and run.get("unprofiled_step_ms"):
         parts.append(f"profiled {_median(run['profiled_step_ms']):.1f} ms per step vs "
                      f"{_median(run['unprofiled_step_ms']):.1f} ms unprofiled")
+    if run.get("profiled_host_ms") and run.get("unprofiled_host_ms"):
+        parts.append(f"host done {_median(run['profiled_host_ms']):.1f} ms into the profiled step "
+                     f"({_median(run['unprofiled_host_ms']):.1f} unprofiled)")
     if run.get("mode"):
         parts.append(f"mode {run['mode']}")
     return "run: " + ", ".join(parts) if parts else None

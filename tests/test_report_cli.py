@@ -323,11 +323,28 @@ def test_dilation_warning_from_run_json(capsys, tmp_path):
                                        "dilation": 1.2})
     rep = report_json(capsys, tmp_path)
     assert rep["run"] == {"dilation": 1.2, "unprofiled_step_ms": [100.0], "profiled_step_ms": [120.0],
-                          "mode": "full"}
+                          "mode": "full", "unprofiled_host_ms": [], "profiled_host_ms": []}
     dilated = [w for w in rep["warnings"] if "dilated" in w]
     assert len(dilated) == 1 and "1.20" in dilated[0] and "run.json" in dilated[0]
     rc, out, _ = report(capsys, tmp_path)
     assert "dilation 1.200" in out and "120.0 ms per step vs 100.0 ms" in out
+
+
+@pytest.mark.parametrize("profiled_host, bound", [([119.0, 117.0, 118.0], True), ([80.0, 90.0, 85.0], False)])
+def test_dilation_warning_says_when_the_host_was_the_critical_path(capsys, tmp_path, profiled_host, bound):
+    write_json(tmp_path / "rank-0.trace.json", synthetic_trace())
+    write_json(tmp_path / "run.json", {"unprofiled_step_ms": [100.0, 101.0, 99.0], "profiled_step_ms": [120.0, 121.0, 119.0],
+                                       "unprofiled_host_ms": [70.0, 72.0, 71.0], "profiled_host_ms": profiled_host})
+    rep = report_json(capsys, tmp_path)
+    assert rep["run"]["profiled_host_ms"] == profiled_host
+    (dilated,) = [w for w in rep["warnings"] if "dilated" in w]
+    # Medians: host 118.0 (or 85.0) of a 120.0 ms step; 0.95 x 120 = 114.
+    assert ("critical path" in dilated) is bound
+    if bound:
+        assert "returned 118.0 ms into each 120.0 ms profiled step" in dilated
+    rc, out, _ = report(capsys, tmp_path)
+    host = 118.0 if bound else 85.0
+    assert f"host done {host:.1f} ms into the profiled step (71.0 unprofiled)" in out
 
 
 def test_small_dilation_gives_no_warning(capsys, tmp_path):
