@@ -18,7 +18,7 @@ import triton.language as tl
 from triton.testing import do_bench, do_bench_cudagraph
 
 from speedtrace import kernels as K
-from speedtrace.kernels.triton_symmetric import _tile_position
+from speedtrace.kernels.triton_symmetric import _tile_position, triangle_tiles
 
 
 def _alloc(size, align, stream):
@@ -106,8 +106,7 @@ def ptr_xxt(a, out, M, K, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, MIRROR: tl
 def run_tma(a, out, BLOCK=128, BLOCK_K=64, MIRROR=True, FULL=False, PERSISTENT=False, FLATTEN=False,
             NPROG=132, DIM3=True, warps=8, stages=3):
     n, M, Kd = a.shape
-    nb = triton.cdiv(M, BLOCK)
-    tiles = nb * nb if FULL else nb * (nb + 1) // 2
+    tiles = triton.cdiv(M, BLOCK) ** 2 if FULL else triangle_tiles(M, BLOCK)
     grid = (NPROG,) if PERSISTENT else (tiles, n)
     tma_xxt[grid](a, out, n, M, Kd, tiles, BLOCK=BLOCK, BLOCK_K=BLOCK_K, MIRROR=MIRROR, FULL=FULL,
                   PERSISTENT=PERSISTENT, FLATTEN=FLATTEN, NPROG=NPROG, DIM3=DIM3,
@@ -116,65 +115,81 @@ def run_tma(a, out, BLOCK=128, BLOCK_K=64, MIRROR=True, FULL=False, PERSISTENT=F
 
 def run_ptr(a, out, BLOCK=128, BLOCK_K=64, MIRROR=True, FULL=False, warps=8, stages=3):
     n, M, Kd = a.shape
-    nb = triton.cdiv(M, BLOCK)
-    tiles = nb * nb if FULL else nb * (nb + 1) // 2
+    tiles = triton.cdiv(M, BLOCK) ** 2 if FULL else triangle_tiles(M, BLOCK)
     ptr_xxt[(tiles, n)](a, out, M, Kd, BLOCK=BLOCK, BLOCK_K=BLOCK_K, MIRROR=MIRROR, FULL=FULL,
                         num_warps=warps, num_stages=stages)
 
 
-def main():
-    torch.manual_seed(0)
-    a = torch.randn(40, 768, 768, dtype=torch.bfloat16, device="cuda") / 28
-    ref = torch.bmm(a, a.mT)
-    out = torch.empty_like(ref)
-    bmm_stream = do_bench(lambda: torch.bmm(a, a.mT, out=out), rep=200, return_mode="median") * 1e3
-    bmm_graph = do_bench_cudagraph(lambda: torch.bmm(a, a.mT, out=out), rep=200, return_mode="median") * 1e3
-    cur = do_bench_cudagraph(lambda: K.xxt(a, out), rep=200, return_mode="median") * 1e3
-    print(f"bmm stream {bmm_stream:.1f} us  bmm graph {bmm_graph:.1f} us  current xxt graph {cur:.1f} us "
-          f"({cur / bmm_stream:.3f}x)", flush=True)
-    rows = []
+class Bench:
+    """The attention bank's a, its float product, an output buffer and bmm's time on the stream."""
 
-    def trial(name, fn, check=True):
+    def __init__(self):
+        torch.manual_seed(0)
+        self.a = torch.randn(40, 768, 768, dtype=torch.bfloat16, device="cuda") / 28
+        self.ref = torch.bmm(self.a, self.a.mT)
+        self.out = torch.empty_like(self.ref)
+        self.bmm_us = self._bmm_us(do_bench)
+        self.rows = []
+
+    def _bmm_us(self, bench):
+        return bench(lambda: torch.bmm(self.a, self.a.mT, out=self.out), rep=200, return_mode="median") * 1e3
+
+    def references(self):
+        cur = do_bench_cudagraph(lambda: K.xxt(self.a, self.out), rep=200, return_mode="median") * 1e3
+        print(f"bmm stream {self.bmm_us:.1f} us  bmm graph {self._bmm_us(do_bench_cudagraph):.1f} us  "
+              f"current xxt graph {cur:.1f} us ({cur / self.bmm_us:.3f}x)", flush=True)
+
+    def check(self, fn) -> float:
+        """Max abs error of one call of fn against the product (NaN-filled output first)."""
+        self.out.fill_(float("nan"))
+        fn()
+        torch.cuda.synchronize()
+        return (self.out.float() - self.ref.float()).abs().max().item()
+
+    def trial(self, name, fn, check=True):
         t0 = time.time()
         try:
-            out.fill_(float("nan"))
-            fn()
-            torch.cuda.synchronize()
-            err = (out.float() - ref.float()).abs().max().item() if check else float("nan")
+            if check:
+                err = self.check(fn)
+            else:
+                fn()
+                err = float("nan")
             us = do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
         except Exception as exc:  # noqa: BLE001
             print(f"{name:60s} FAILED {type(exc).__name__}: {str(exc)[:150]}", flush=True)
             return
-        rows.append((us, name, err))
-        print(f"{name:60s} {us:7.1f} us {us / bmm_stream:.3f}x err {err:.2e} ({time.time() - t0:.1f}s)", flush=True)
+        self.rows.append((us, name, err))
+        print(f"{name:60s} {us:7.1f} us {us / self.bmm_us:.3f}x err {err:.2e} ({time.time() - t0:.1f}s)",
+              flush=True)
 
-    trial("ptr full (no triangle)", lambda: run_ptr(a, out, FULL=True), check=True)
-    trial("ptr triangle no mirror", lambda: run_ptr(a, out, MIRROR=False), check=False)
-    trial("ptr triangle mirror w8 s3", lambda: run_ptr(a, out))
-    trial("tma full (no triangle)", lambda: run_tma(a, out, FULL=True))
-    trial("tma triangle no mirror", lambda: run_tma(a, out, MIRROR=False), check=False)
+    def best(self, n=8):
+        print("\n==== best")
+        for us, name, err in sorted(self.rows)[:n]:
+            print(f"{name:60s} {us:7.1f} us {us / self.bmm_us:.3f}x err {err:.2e}")
+
+
+def sweep_plain(b: Bench):
+    a, out = b.a, b.out
+    b.trial("ptr full (no triangle)", lambda: run_ptr(a, out, FULL=True))
+    b.trial("ptr triangle no mirror", lambda: run_ptr(a, out, MIRROR=False), check=False)
+    b.trial("ptr triangle mirror w8 s3", lambda: run_ptr(a, out))
+    b.trial("tma full (no triangle)", lambda: run_tma(a, out, FULL=True))
+    b.trial("tma triangle no mirror", lambda: run_tma(a, out, MIRROR=False), check=False)
     for dim3 in (True, False):
         for bk in (64, 128):
             for stages in (2, 3, 4):
                 for warps in (4, 8):
                     if bk == 128 and stages == 4:
                         continue
-                    trial(f"tma dim3={dim3} bk={bk} s={stages} w={warps}",
-                          lambda bk=bk, stages=stages, warps=warps, dim3=dim3:
-                          run_tma(a, out, BLOCK_K=bk, stages=stages, warps=warps, DIM3=dim3))
+                    b.trial(f"tma dim3={dim3} bk={bk} s={stages} w={warps}",
+                            lambda bk=bk, stages=stages, warps=warps, dim3=dim3:
+                            run_tma(a, out, BLOCK_K=bk, stages=stages, warps=warps, DIM3=dim3))
     for nprog in (132, 264):
         for flatten in (False, True):
             for stages in (3, 4):
-                trial(f"tma persistent nprog={nprog} flatten={flatten} s={stages}",
-                      lambda nprog=nprog, flatten=flatten, stages=stages:
-                      run_tma(a, out, PERSISTENT=True, NPROG=nprog, FLATTEN=flatten, stages=stages))
-    rows.sort()
-    print("\n==== best")
-    for us, name, err in rows[:8]:
-        print(f"{name:60s} {us:7.1f} us {us / bmm_stream:.3f}x err {err:.2e}")
-    return 0
-
-
+                b.trial(f"tma persistent nprog={nprog} flatten={flatten} s={stages}",
+                        lambda nprog=nprog, flatten=flatten, stages=stages:
+                        run_tma(a, out, PERSISTENT=True, NPROG=nprog, FLATTEN=flatten, stages=stages))
 
 # ---- v2: tile kinds from a table. kind 0: diagonal block (one operand, loaded once);
 # kind 1: one off-diagonal block; kind 2: two neighbouring off-diagonal blocks of one block row.
@@ -298,30 +313,8 @@ def run_kinds(a, out, tab, BLOCK=128, BLOCK_K=64, TMA=True, BATCH_FAST=False, wa
                     num_warps=warps, num_stages=stages)
 
 
-def main2():
-    torch.manual_seed(0)
-    a = torch.randn(40, 768, 768, dtype=torch.bfloat16, device="cuda") / 28
-    ref = torch.bmm(a, a.mT)
-    out = torch.empty_like(ref)
-    bmm_stream = do_bench(lambda: torch.bmm(a, a.mT, out=out), rep=200, return_mode="median") * 1e3
-    cur = do_bench_cudagraph(lambda: K.xxt(a, out), rep=200, return_mode="median") * 1e3
-    print(f"bmm stream {bmm_stream:.1f} us  current xxt graph {cur:.1f} us ({cur / bmm_stream:.3f}x)", flush=True)
-    rows = []
-
-    def trial(name, fn):
-        t0 = time.time()
-        try:
-            out.fill_(float("nan"))
-            fn()
-            torch.cuda.synchronize()
-            err = (out.float() - ref.float()).abs().max().item()
-            us = do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
-        except Exception as exc:  # noqa: BLE001
-            print(f"{name:60s} FAILED {type(exc).__name__}: {str(exc)[:150]}", flush=True)
-            return
-        rows.append((us, name, err))
-        print(f"{name:60s} {us:7.1f} us {us / bmm_stream:.3f}x err {err:.2e} ({time.time() - t0:.1f}s)", flush=True)
-
+def sweep_kinds(b: Bench):
+    a, out = b.a, b.out
     for pairs in (False, True):
         for heavy in ((False, True) if pairs else (False,)):
             tab = kinds_table(6, pairs, heavy)
@@ -330,14 +323,9 @@ def main2():
                     if pairs and warps == 4:
                         continue
                     for bf in ((False, True) if (warps, stages) == (8, 3) else (False,)):
-                        trial(f"kinds pairs={pairs} heavy={heavy} tma={tma} w{warps} s{stages} bf={bf}",
-                              lambda tab=tab, tma=tma, bf=bf, warps=warps, stages=stages:
-                              run_kinds(a, out, tab, TMA=tma, BATCH_FAST=bf, warps=warps, stages=stages))
-    rows.sort()
-    print("\n==== best")
-    for us, name, err in rows[:8]:
-        print(f"{name:60s} {us:7.1f} us {us / bmm_stream:.3f}x err {err:.2e}")
-
+                        b.trial(f"kinds pairs={pairs} heavy={heavy} tma={tma} w{warps} s{stages} bf={bf}",
+                                lambda tab=tab, tma=tma, bf=bf, warps=warps, stages=stages:
+                                run_kinds(a, out, tab, TMA=tma, BATCH_FAST=bf, warps=warps, stages=stages))
 
 
 # ---- v3: warp-specialised reduction loop (a producer warp feeds TMA loads to the MMA warps).
@@ -369,8 +357,7 @@ def _ws_tile(a_desc, o_desc, b, t, M, K, BLOCK: tl.constexpr, BLOCK_K: tl.conste
 
 def run_ws(a, out, BLOCK=128, BLOCK_K=64, WS=True, PERSISTENT=False, NPROG=132, warps=4, stages=3):
     n, M, Kd = a.shape
-    nb = triton.cdiv(M, BLOCK)
-    tiles = nb * (nb + 1) // 2
+    tiles = triangle_tiles(M, BLOCK)
     grid = (NPROG,) if PERSISTENT else (tiles, n)
     ws_xxt[grid](a, out, n, M, Kd, tiles, BLOCK=BLOCK, BLOCK_K=BLOCK_K, WS=WS, PERSISTENT=PERSISTENT,
                  NPROG=NPROG, num_warps=warps, num_stages=stages)
@@ -381,24 +368,26 @@ def one_ws(spec: str, compile_only: bool = False):
     ``compile_only`` compiles and checks it (several can compile side by side, then time one by one)."""
     kw = dict(item.split("=") for item in spec.split(","))
     kw = {k: (v == "True" if v in ("True", "False") else int(v)) for k, v in kw.items()}
-    torch.manual_seed(0)
-    a = torch.randn(40, 768, 768, dtype=torch.bfloat16, device="cuda") / 28
-    ref = torch.bmm(a, a.mT)
-    out = torch.full_like(ref, float("nan"))
-    bmm = do_bench(lambda: torch.bmm(a, a.mT, out=out), rep=200, return_mode="median") * 1e3
+    b = Bench()
     t0 = time.time()
-    run_ws(a, out, **kw)
-    torch.cuda.synchronize()
-    err = (out.float() - ref.float()).abs().max().item()
+    err = b.check(lambda: run_ws(b.a, b.out, **kw))
     if compile_only:
         print(f"compiled {spec}: err {err:.2e} in {time.time() - t0:.1f}s", flush=True)
         return 0
-    us = do_bench_cudagraph(lambda: run_ws(a, out, **kw), rep=100, return_mode="median") * 1e3
-    print(f"ws {spec:50s} {us:7.1f} us {us / bmm:.3f}x bmm ({bmm:.1f}) err {err:.2e} compile+run {time.time() - t0:.1f}s",
-          flush=True)
+    us = do_bench_cudagraph(lambda: run_ws(b.a, b.out, **kw), rep=100, return_mode="median") * 1e3
+    print(f"ws {spec:50s} {us:7.1f} us {us / b.bmm_us:.3f}x bmm ({b.bmm_us:.1f}) err {err:.2e} "
+          f"compile+run {time.time() - t0:.1f}s", flush=True)
+    return 0
+
+def main():
+    if "--ws" in sys.argv:
+        return one_ws(sys.argv[sys.argv.index("--ws") + 1], "--compile-only" in sys.argv)
+    b = Bench()
+    b.references()
+    (sweep_kinds if "--v2" in sys.argv else sweep_plain)(b)
+    b.best()
+    return 0
 
 
 if __name__ == "__main__":
-    if "--ws" in sys.argv:
-        sys.exit(one_ws(sys.argv[sys.argv.index("--ws") + 1], "--compile-only" in sys.argv))
-    sys.exit(main2() if "--v2" in sys.argv else main())
+    sys.exit(main())
