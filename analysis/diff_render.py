@@ -99,6 +99,17 @@ def _absorbed_text(doc: dict, k: dict) -> str | None:
     return "absorbed " + ", ".join(parts)
 
 
+def _kernel_notes(doc: dict, k: dict, quote: str = "") -> list[str]:
+    """What a kernel row's note says: the name it was matched from and what it absorbed."""
+    notes = []
+    if k["matched_from"]:
+        notes.append(f"renamed from {quote}{k['matched_from']}{quote}")
+    absorbed = _absorbed_text(doc, k)
+    if absorbed:
+        notes.append(absorbed)
+    return notes
+
+
 def _select_backward_text(doc: dict) -> str:
     m = doc["metrics"]
 
@@ -158,13 +169,7 @@ def render_text(doc: dict) -> str:
             rows.append([k["status"], _short(k["key"]), _counts(k), _us(k["before_us"]),
                          _us(k["after_us"]), minus(f"{k['delta_us']:+,.1f}"),
                          "*" if k.get("significant") else ""])
-            extra = []
-            if k["matched_from"]:
-                extra.append(f"renamed from {k['matched_from']}")
-            absorbed = _absorbed_text(doc, k)
-            if absorbed:
-                extra.append(absorbed)
-            notes[len(rows) - 1] = extra
+            notes[len(rows) - 1] = _kernel_notes(doc, k)
         table = text_table(rows, right={3, 4, 5}, indent="  ")
         for i, line in enumerate(table):
             lines.append(line)
@@ -207,12 +212,7 @@ def render_markdown(doc: dict) -> str:
     if shown:
         rows = [["status", "kernel", "count", "before µs", "after µs", "Δµs", "", "note"]]
         for k in shown:
-            notes = []
-            if k["matched_from"]:
-                notes.append(f"renamed from `{k['matched_from']}`")
-            absorbed = _absorbed_text(doc, k)
-            if absorbed:
-                notes.append(absorbed)
+            notes = _kernel_notes(doc, k, quote="`")
             rows.append([k["status"], f"`{_short(k['key'], 90)}`", _counts(k), _us(k["before_us"]),
                          _us(k["after_us"]), minus(f"{k['delta_us']:+,.1f}"),
                          "*" if k.get("significant") else "", "; ".join(notes)])
