@@ -99,10 +99,9 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     out.mkdir(parents=True, exist_ok=True)
 
     step = settings.first_step
-    unprofiled_ms = []
+    unprofiled_ms, unprofiled_host_ms = [], []
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
-    unprofiled_host_ms, profiled_host_ms = [], []
     for _ in range(settings.unprofiled):
         sync()
         t0 = time.perf_counter()
@@ -137,7 +136,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     prof.step_num = step
     first_active = step + settings.wait + settings.warmup
     last_active = first_active + settings.active - 1
-    profiled_ms, active_steps = [], []
+    profiled_ms, profiled_host_ms, active_steps = [], [], []
     quiet = (lambda: None) if settings.launch_records else _hide_profiler_from_inductor
     with prof:
         quiet()

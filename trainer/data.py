@@ -12,6 +12,7 @@ padded to a multiple of 128 entries) and the bigram hash ids the model embeds.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import math
@@ -170,6 +171,7 @@ class PinnedStaging:
         return tuple(dev[off: off + a.nbytes].view(_torch_dtype(a.dtype)) for off, a in zip(offsets, arrays))
 
 
+@functools.cache
 def _torch_dtype(dtype: np.dtype):
     import torch
 
