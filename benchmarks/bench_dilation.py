@@ -3,7 +3,9 @@
 Builds and warms up the speedrun trainer once, then runs ``profiling.capture.profile`` with each
 configuration in turn over the same stage-1 steps: CPU+CUDA activities without shapes (full
 mode), CUDA only (with step-marker kernels), and optionally CPU+CUDA with record_shapes; a
-"+launches" suffix keeps Inductor's per-launch profiler records on (off by default). Each
+"+launches" suffix keeps Inductor's per-launch profiler records on (off by default), and an
+"+uncached" suffix times that configuration (its unprofiled steps too) with Inductor's full launch
+path instead of the trainer's direct launcher calls (``trainer.inductor_launch``). Each
 writes its own trace set under OUT/<name>/ and prints its dilation; a table comes last.
 
     python -P benchmarks/bench_dilation.py --data DIR --out OUT [--variant parent] [--unprofiled 50]
@@ -23,16 +25,18 @@ from pathlib import Path
 
 def profile_all(args, trainer, reverts) -> list:
     from speedtrace.profiling.capture import ProfileSettings, profile
+    from speedtrace.trainer import inductor_launch
 
     rows = []
     for i, name in enumerate(args.configs.split(",")):
-        base = name.removesuffix("+launches")
+        inductor_launch.set_enabled(not name.endswith("+uncached"))
+        base = name.removesuffix("+uncached").removesuffix("+launches")
         settings = ProfileSettings(
             out_dir=Path(args.out) / name.replace("+", "_"), first_step=args.start_step,
             unprofiled=args.unprofiled if i == 0 else 10, wait=0, warmup=2, active=args.active,
             mode="full" if base == "cpu+cuda" else "timing",
             activities={"shapes": "cpu+cuda"}.get(base, base), record_shapes=base == "shapes",
-            launch_records=name.endswith("+launches"),
+            launch_records="+launches" in name,
             metadata={"config": "speedrun", "variant": args.variant, "reverts": sorted(reverts),
                       "start_step": args.start_step, "compile_warmup": "stage1", "compiled": True},
         )
@@ -64,7 +68,7 @@ def main():
     ap.add_argument("--unprofiled", type=int, default=50)
     ap.add_argument("--active", type=int, default=6)
     ap.add_argument("--configs", default="cpu+cuda,cuda", help="comma list of: cpu+cuda, cuda, shapes, each optionally "
-                    "with +launches (Inductor's per-launch records on)")
+                    "with +launches (Inductor's per-launch records on) and then +uncached (Inductor's full launch path)")
     ap.add_argument("--wait-for", default=None, help="after warm-up, wait until this file exists")
     ap.add_argument("--done", default=None, help="create this file when the timed part is over")
     ap.add_argument("--ready", default=None, help="create this file when compiled and warmed up")

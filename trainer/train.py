@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch.profiler import record_function
 
 from speedtrace.errors import SpeedtraceError
+from speedtrace.trainer import inductor_launch
 from speedtrace.trainer.config import REVERTIBLE, TrainConfig, get_config
 from speedtrace.trainer.data import TrainLoader, ValLoader, find_shards, synth
 from speedtrace.trainer.distributed import Place, check_world_size, setup, teardown
@@ -90,6 +91,7 @@ class Trainer:
         self.compiled = compile
         if compile:
             torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+            inductor_launch.install()
             self.forward = torch.compile(self.model, dynamic=False, fullgraph=True)
             self.eval_forward = torch.compile(self.model.eval_loss, dynamic=False, fullgraph=True)
         else:
