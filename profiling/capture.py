@@ -1,6 +1,7 @@
 """Profile any training step function with torch.profiler and write a trace set.
 
-The protocol (issue "speedtrace profile"): first ``unprofiled`` steps are timed without the
+The protocol (issue "speedtrace profile"): ``startup_steps`` calls run under a profiler session
+that is thrown away (the profiler's start-up), ``unprofiled`` steps are timed without the
 profiler, then ``wait + warmup + active`` steps run under a torch.profiler schedule. Every step
 is timed between device synchronisations. The dilation is the median profiled active step time
 over the median unprofiled step time, leaving out the last active step, whose end writes the
@@ -21,9 +22,11 @@ from speedtrace.profiling.runmeta import environment
 
 # "timing" keeps dilation lowest; "full" keeps every CPU op and annotation (no shapes/stacks).
 MODES = ("timing", "full")
-# Measured on the H200 (benchmarks/RESULTS.md, "Profiler dilation"), Inductor's per-launch records
-# off: CUDA only 1.001-1.008, CPU+CUDA without shapes 1.03-1.10 on the bundled trainer, whose host
-# then becomes the critical path. Timing mode takes CUDA only and marks steps with marker kernels.
+# Measured on the H200 with Inductor's per-launch records off (benchmarks/RESULTS.md, "Profiler
+# dilation", third and fourth sessions), the bundled trainer's dilation was within 1.03 in 5 of 8
+# windows with CUDA only (median 1.017) and in 6 of 12 with CPU+CUDA without shapes (median 1.039).
+# The step is close to host-bound, so both vary with the host. Timing mode takes CUDA only and
+# marks steps with marker kernels.
 TIMING_ACTIVITIES = "cuda"
 ACTIVITY_CHOICES = ("cuda", "cpu+cuda", "cpu")
 
@@ -46,6 +49,11 @@ class ProfileSettings:
     # time the profiler adds to a compiled step. Off, launches still show as runtime/driver calls
     # linked to their kernels, inside the same annotations.
     launch_records: bool = False
+    # Calls of step_fn(first_step) under a profiler session that is thrown away, before the
+    # unprofiled steps. A process's first profiler session runs slower throughout, beyond the
+    # schedule's warm-up steps (H200, CUDA only: dilation 1.09 in a process's first session, 1.005
+    # for the same configuration later in it; benchmarks/RESULTS.md), so its start-up is paid here.
+    startup_steps: int = 1
     metadata: dict = field(default_factory=dict)  # merged into run.json (config, variant, ...)
 
     def validate(self) -> None:
@@ -53,8 +61,9 @@ class ProfileSettings:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
         if self.activities is not None and self.activities not in ACTIVITY_CHOICES:
             raise ValueError(f"activities must be one of {ACTIVITY_CHOICES}")
-        if self.unprofiled < 1 or self.active < 2 or self.wait < 0 or self.warmup < 0:
-            raise ValueError("need unprofiled >= 1, active >= 2, wait >= 0, warmup >= 0")
+        if (self.unprofiled < 1 or self.active < 2 or self.wait < 0 or self.warmup < 0
+                or self.startup_steps < 0):
+            raise ValueError("need unprofiled >= 1, active >= 2, wait >= 0, warmup >= 0, startup_steps >= 0")
 
 
 def choose_activities(mode: str, on_cuda: bool, requested: str | None) -> str:
@@ -82,7 +91,8 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
             world_size: int = 1, device: str | None = None, log=print) -> dict:
     """Run and profile ``step_fn(step)``; returns the run.json dict (written by rank 0).
 
-    ``step_fn`` must run one whole training step for the step number it is given. Steps
+    ``step_fn`` must run one whole training step for the step number it is given. It is first
+    called ``startup_steps`` times with ``first_step`` under a discarded profiler session; then steps
     ``first_step .. first_step + unprofiled - 1`` are timed unprofiled, the following
     ``wait + warmup + active`` steps run under the profiler; keep them in one stage of the
     schedule so that the two medians compare like with like.
@@ -98,7 +108,23 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
+    prof_acts = []
+    if "cpu" in activities:
+        prof_acts.append(torch.profiler.ProfilerActivity.CPU)
+    if "cuda" in activities:
+        prof_acts.append(torch.profiler.ProfilerActivity.CUDA)
+    quiet = (lambda: None) if settings.launch_records else _hide_profiler_from_inductor
+
     step = settings.first_step
+    if settings.startup_steps:
+        with torch.profiler.profile(activities=prof_acts, record_shapes=settings.record_shapes,
+                                    with_stack=settings.with_stack, profile_memory=settings.profile_memory):
+            quiet()
+            for _ in range(settings.startup_steps):
+                if use_markers:
+                    launch_marker(marker_buf)
+                step_fn(step)
+            sync()
     unprofiled_ms, unprofiled_host_ms = [], []
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -114,11 +140,6 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     log(f"unprofiled: {len(unprofiled_ms)} steps, median {_median_ms(unprofiled_ms):.2f} ms"
         + (f", peak allocated {peak_mib:.0f} MiB" if peak_mib is not None else ""))
 
-    prof_acts = []
-    if "cpu" in activities:
-        prof_acts.append(torch.profiler.ProfilerActivity.CPU)
-    if "cuda" in activities:
-        prof_acts.append(torch.profiler.ProfilerActivity.CUDA)
     trace_path = out / f"rank-{rank}.trace.json.gz"
 
     def write_trace(p):
@@ -137,7 +158,6 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     first_active = step + settings.wait + settings.warmup
     last_active = first_active + settings.active - 1
     profiled_ms, profiled_host_ms, active_steps = [], [], []
-    quiet = (lambda: None) if settings.launch_records else _hide_profiler_from_inductor
     with prof:
         quiet()
         while step <= last_active:
@@ -182,6 +202,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         "with_stack": settings.with_stack,
         "profile_memory": settings.profile_memory,
         "launch_records": settings.launch_records,
+        "startup_steps": settings.startup_steps,
         "world_size": world_size,
         "unprofiled_steps": list(range(settings.first_step, settings.first_step + settings.unprofiled)),
         "unprofiled_step_ms": [round(t, 4) for t in unprofiled_ms],

@@ -53,6 +53,7 @@ def profile_trainer(args) -> dict:
             wait=args.wait, warmup=args.warmup, active=args.active, mode=args.mode,
             activities=args.activities, record_shapes=args.record_shapes, with_stack=args.with_stack,
             profile_memory=args.profile_memory, launch_records=args.launch_records,
+            startup_steps=args.startup_steps,
             metadata={"config": cfg.name, "variant": args.variant, "reverts": sorted(reverts),
                       "start_step": args.start_step, "compile_warmup": args.compile_warmup,
                       "compiled": trainer.compiled, "stage": sched.stage_of(args.start_step)},

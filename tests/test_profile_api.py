@@ -18,7 +18,8 @@ def test_modes_choose_activities():
     assert choose_activities("full", False, None) == "cpu"
 
 
-@pytest.mark.parametrize("bad", [dict(mode="fast"), dict(active=1), dict(unprofiled=0), dict(activities="gpu")])
+@pytest.mark.parametrize("bad", [dict(mode="fast"), dict(active=1), dict(unprofiled=0), dict(activities="gpu"),
+                                 dict(startup_steps=-1)])
 def test_bad_settings_are_refused(tmp_path, bad):
     with pytest.raises(ValueError):
         prof.profile(lambda step: None, prof.ProfileSettings(out_dir=tmp_path, **bad))
@@ -29,7 +30,7 @@ def test_user_step_function(tmp_path):
     seen = []
 
     def step(n):
-        seen.append(n)
+        seen.append((n, torch._C._autograd._profiler_enabled()))
         with torch.profiler.record_function("my_forward"):
             loss = (torch.randn(8, 64) @ w).square().sum()
         loss.backward()
@@ -38,14 +39,26 @@ def test_user_step_function(tmp_path):
     settings = prof.ProfileSettings(out_dir=tmp_path, first_step=100, unprofiled=3, wait=1, warmup=1,
                                     active=3, metadata={"model": "toy"})
     run = prof.profile(step, settings, log=lambda *a: None)
-    # 3 unprofiled, then wait 1 + warmup 1 + active 3, numbered from first_step.
-    assert seen == list(range(100, 108))
+    # One start-up call under a profiler that is thrown away, 3 unprofiled, then wait 1 + warmup 1
+    # + active 3 under the profiler, numbered from first_step.
+    assert [n for n, _ in seen] == [100] + list(range(100, 108))
+    # (the wait and warm-up steps of the schedule do not collect)
+    assert [on for _, on in seen] == [True] + [False] * 3 + [False] * 2 + [True] * 3
+    assert run["startup_steps"] == 1
     assert run["profiled_steps"] == [105, 106, 107] and len(run["profiled_step_ms"]) == 2
     assert run["model"] == "toy" and run["activities"] == "cpu"
     assert json.loads((tmp_path / "run.json").read_text()) == run
     with gzip.open(tmp_path / "rank-0.trace.json.gz") as f:
         names = {e["name"] for e in json.load(f)["traceEvents"] if e.get("cat") == "user_annotation"}
     assert {"ProfilerStep#105", "ProfilerStep#106", "ProfilerStep#107", "my_forward"} <= names
+
+
+def test_startup_session_can_be_left_out(tmp_path):
+    seen = []
+    settings = prof.ProfileSettings(out_dir=tmp_path, first_step=5, unprofiled=2, wait=0, warmup=0, active=2,
+                                    startup_steps=0)
+    run = prof.profile(lambda n: seen.append(n), settings, log=lambda *a: None)
+    assert seen == [5, 6, 7, 8] and run["startup_steps"] == 0
 
 
 @pytest.mark.parametrize("launch_records", [False, True])

@@ -58,10 +58,11 @@ def test_run_json_fields(profiled):
     _, _, run = profiled
     for key in ("schema", "config", "variant", "reverts", "mode", "activities", "record_shapes",
                 "with_stack", "profile_memory", "unprofiled_step_ms", "profiled_step_ms", "dilation",
-                "profiled_steps", "environment"):
+                "profiled_steps", "environment", "startup_steps", "launch_records"):
         assert key in run, key
     assert run["config"] == "tiny" and run["variant"] == "record" and run["reverts"] == []
     assert run["activities"] == "cpu" and run["mode"] == "timing"
+    assert run["startup_steps"] == 1 and run["launch_records"] is False   # the defaults
     env = run["environment"]
     for key in ("git_revision", "torch", "triton", "cuda", "devices", "python"):
         assert key in env, key
@@ -90,3 +91,11 @@ def test_report_shows_per_step_cpu_durations(profiled):
     text = subprocess.run([sys.executable, "-m", "speedtrace", "report", str(trace_dir)],
                           capture_output=True, text=True, timeout=120).stdout
     assert "host-side times only" in text and "optimizer/mlp_bank/update" in text
+
+
+@pytest.mark.parametrize("flag", ["--startup-steps", "--unprofiled", "--active"])
+def test_negative_step_counts_are_refused(tmp_path, flag):
+    proc = subprocess.run([sys.executable, "-m", "speedtrace", "profile", "--config", "tiny", "--device", "cpu",
+                           flag, "-1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"speedtrace profile: error: {flag} must not be negative"]

@@ -7,8 +7,9 @@ import os
 from speedtrace.trainer.config import REVERTIBLE  # plain dataclasses: no torch at import
 
 DESCRIPTION = """\
-Build and warm up the bundled record-233 trainer, time --unprofiled steps without the profiler,
-then run --wait + --warmup + --active steps under torch.profiler (validation off). Writes
+Build and warm up the bundled record-233 trainer, run --startup-steps steps under a profiler
+session that is thrown away (a process's first session is slower throughout), time --unprofiled
+steps without the profiler, then run --wait + --warmup + --active steps under torch.profiler (validation off). Writes
 OUT/trace/rank-N.trace.json.gz per rank and OUT/trace/run.json (config, variant, reverted changes,
 versions, device, profiler mode, unprofiled and profiled step and host times, dilation, step
 markers).
@@ -47,6 +48,9 @@ def add_arguments(parser):
                         help="restore the parent's behaviour for these changes: " + ", ".join(REVERTIBLE))
     parser.add_argument("--unprofiled", type=int, default=10, metavar="N",
                         help="steps timed without the profiler first (default 10)")
+    parser.add_argument("--startup-steps", type=int, default=1, metavar="N",
+                        help="steps under a discarded profiler session before the unprofiled ones, so that "
+                             "the profiler's start-up is not timed (default 1)")
     parser.add_argument("--wait", type=int, default=0, metavar="W", help="profiler schedule: wait steps (0)")
     parser.add_argument("--warmup", type=int, default=2, metavar="U", help="profiler schedule: warm-up steps (2)")
     parser.add_argument("--active", type=int, default=6, metavar="A",
@@ -74,9 +78,9 @@ def run(args) -> int:
     from speedtrace.errors import SpeedtraceError
     from speedtrace.profiling.trainer_profile import profile_trainer
 
-    for name in ("unprofiled", "wait", "warmup", "active"):
+    for name in ("startup_steps", "unprofiled", "wait", "warmup", "active"):
         if getattr(args, name) < 0:
-            raise SpeedtraceError(f"--{name} must not be negative")
+            raise SpeedtraceError(f"--{name.replace('_', '-')} must not be negative")
     if args.unprofiled < 10 or args.active < 6:
         print("speedtrace profile: note: the dilation needs at least 10 unprofiled and 6 active steps "
               "to meet its definition", flush=True)
