@@ -132,11 +132,12 @@ def make_speedrun(data: Path, dest: Path) -> None:
 
 # What the run.json of a trainer sample cannot say by itself.
 PROFILE_NOTES = {
-    "h200-record": ("benchmarks/gpu_profile_pair.sh, 2026-11-29 (second session): record and parent compiled "
+    "h200-record": ("benchmarks/gpu_profile_pair.sh, 2026-11-29 (fourth session): record and parent compiled "
                     "side by side on one H200 host; the record was profiled while the parent, compiled and "
-                    "warmed up, waited, so the host was quiet. Its full-mode dilation is the profiler's own "
-                    "host overhead: under CPU tracing the step is host-bound (benchmarks/RESULTS.md)."),
-    "h200-parent": ("benchmarks/gpu_profile_pair.sh, 2026-11-29 (second session): --variant parent (all four "
+                    "warmed up, waited, so the host was quiet. Each profile began with a discarded one-step "
+                    "profiler session (startup_steps). Under CPU tracing the host is close to the critical "
+                    "path, so the dilation varies from run to run with the host (benchmarks/RESULTS.md)."),
+    "h200-parent": ("benchmarks/gpu_profile_pair.sh, 2026-11-29 (fourth session): --variant parent (all four "
                     "kernel changes of PR #233 reverted), profiled after the record variant had finished."),
 }
 
