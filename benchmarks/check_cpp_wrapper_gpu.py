@@ -10,12 +10,15 @@ illegal memory access names its case.
     python -P benchmarks/check_cpp_wrapper_gpu.py mlp cpp    # one case in this process
 """
 
+import re
 import subprocess
 import sys
 
 import torch
 
 CASES = [(op, wrapper) for op in ("mlp", "ce") for wrapper in ("python", "cpp")]
+# torch's glog lines (W1129 04:03:33.623000 ...) and traceback frames are not the case's result.
+NOISE = re.compile(r"^([WIE]\d{4} |\s|$)")
 
 
 def options(wrapper: str) -> dict:
@@ -68,7 +71,7 @@ def main() -> int:
     print(f"torch {torch.__version__}; compiled against eager, same kernels")
     for op, wrapper in CASES:
         proc = subprocess.run([sys.executable, "-P", __file__, op, wrapper], capture_output=True, text=True)
-        lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l and not l.startswith((" ", "W", "I"))]
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines() if not NOISE.match(line)] or ["(no output)"]
         print(lines[-1] if proc.returncode == 0 else f"{op} {wrapper}: failed ({proc.returncode}): {lines[-1][:200]}")
     return 0
 

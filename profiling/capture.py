@@ -113,12 +113,14 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         prof_acts.append(torch.profiler.ProfilerActivity.CPU)
     if "cuda" in activities:
         prof_acts.append(torch.profiler.ProfilerActivity.CUDA)
+    # The start-up session and the measured one record the same things.
+    recording = dict(activities=prof_acts, record_shapes=settings.record_shapes,
+                     with_stack=settings.with_stack, profile_memory=settings.profile_memory)
     quiet = (lambda: None) if settings.launch_records else _hide_profiler_from_inductor
 
     step = settings.first_step
     if settings.startup_steps:
-        with torch.profiler.profile(activities=prof_acts, record_shapes=settings.record_shapes,
-                                    with_stack=settings.with_stack, profile_memory=settings.profile_memory):
+        with torch.profiler.profile(**recording):
             quiet()
             for _ in range(settings.startup_steps):
                 if use_markers:
@@ -149,11 +151,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     # profiler's step_num: start both at the current step and skip the steps before it.
     schedule = torch.profiler.schedule(wait=settings.wait, warmup=settings.warmup,
                                        active=settings.active, repeat=1, skip_first=step)
-    prof = torch.profiler.profile(
-        activities=prof_acts, schedule=schedule, on_trace_ready=write_trace,
-        record_shapes=settings.record_shapes, with_stack=settings.with_stack,
-        profile_memory=settings.profile_memory,
-    )
+    prof = torch.profiler.profile(schedule=schedule, on_trace_ready=write_trace, **recording)
     prof.step_num = step
     first_active = step + settings.wait + settings.warmup
     last_active = first_active + settings.active - 1

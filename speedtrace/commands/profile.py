@@ -9,8 +9,8 @@ from speedtrace.trainer.config import REVERTIBLE  # plain dataclasses: no torch 
 DESCRIPTION = """\
 Build and warm up the bundled record-233 trainer, run --startup-steps steps under a profiler
 session that is thrown away (a process's first session is slower throughout), time --unprofiled
-steps without the profiler, then run --wait + --warmup + --active steps under torch.profiler (validation off). Writes
-OUT/trace/rank-N.trace.json.gz per rank and OUT/trace/run.json (config, variant, reverted changes,
+steps without the profiler, then run --wait + --warmup + --active steps under torch.profiler
+(validation off). Writes OUT/trace/rank-N.trace.json.gz per rank and OUT/trace/run.json (config, variant, reverted changes,
 versions, device, profiler mode, unprofiled and profiled step and host times, dilation, step
 markers).
 
