@@ -473,7 +473,7 @@ def profile_of(trace_set: TraceSet) -> dict:
     run = run_summary(trace_set.run) or {}
     raw = trace_set.run if isinstance(trace_set.run, dict) else {}
     cpu = (Cat.CPU_OP, Cat.USER_ANNOTATION, Cat.CUDA_RUNTIME, Cat.CUDA_DRIVER)
-    out = {"mode": run.get("mode"), "activities": raw.get("activities"),
+    out = {"mode": run.get("mode"), "activities": raw.get("activities"), "cuda_graphs": run.get("cuda_graphs"),
            "dilation": run.get("dilation"),
            "cpu_events": any(bool(np.isin(rt.events.cat, cpu).any()) for rt in trace_set.ranks)}
     for option in _DILATING_OPTIONS:
@@ -484,9 +484,10 @@ def profile_of(trace_set: TraceSet) -> dict:
 def profiling_differences(before: dict, after: dict) -> list[str]:
     """How two ``profile_of`` results differ, in words (empty when they do not)."""
     out = []
-    for key in ("mode", "activities"):
+    for key in ("mode", "activities", "cuda_graphs"):
         if before[key] is not None and after[key] is not None and before[key] != after[key]:
-            out.append(f"{key} {before[key]} before, {after[key]} after")
+            b, a = ({True: "on", False: "off"}.get(v, v) for v in (before[key], after[key]))
+            out.append(f"{key} {b} before, {a} after")
     db, da = before["dilation"], after["dilation"]
     if db is not None and da is not None and abs(db - da) > DILATION_TOLERANCE:
         out.append(f"dilation {db:.2f} before, {da:.2f} after")

@@ -90,6 +90,7 @@ def run_summary(run: dict | None) -> dict | None:
         dilation = _median(profiled) / _median(unprofiled)
     return {"dilation": dilation, "unprofiled_step_ms": unprofiled, "profiled_step_ms": profiled,
             "mode": run.get("mode") if isinstance(run.get("mode"), str) else None,
+            "cuda_graphs": run.get("cuda_graphs") if isinstance(run.get("cuda_graphs"), bool) else None,
             "unprofiled_host_ms": _number_list(run.get("unprofiled_host_ms")),
             "profiled_host_ms": _number_list(run.get("profiled_host_ms"))}
 
@@ -288,6 +289,9 @@ def _run_line(run: dict | None) -> str | None:
                      f"({_median(run['unprofiled_host_ms']):.1f} unprofiled)")
     if run.get("mode"):
         parts.append(f"mode {run['mode']}")
+    if run.get("cuda_graphs"):
+        # Replayed kernels have no CPU op of their own: they hang off cudaGraphLaunch.
+        parts.append("micro-batches replayed as CUDA graphs (no CPU ops inside forward/backward)")
     return "run: " + ", ".join(parts) if parts else None
 
 

@@ -4,6 +4,7 @@ On the GPU machine, from the repository root (after `source benchmarks/gpu_shim.
 
     python -P benchmarks/xxt_variants.py        # plain matmul, triangle with and without the mirror, TMA
     python -P benchmarks/xxt_variants.py --v2   # tile kinds: one-operand diagonal blocks, paired blocks
+    python -P benchmarks/xxt_variants.py --big  # 256x256 tiles, 8 or 16 warps
     python -P benchmarks/xxt_variants.py --ws WS=True,warps=4,stages=3   # one warp-specialised config
 
 Each variant is checked against torch.bmm and timed as CUDA-graph replays (median); bmm is timed on the
@@ -190,6 +191,22 @@ def sweep_plain(b: Bench):
                 b.trial(f"tma persistent nprog={nprog} flatten={flatten} s={stages}",
                         lambda nprog=nprog, flatten=flatten, stages=stages:
                         run_tma(a, out, PERSISTENT=True, NPROG=nprog, FLATTEN=flatten, stages=stages))
+
+def sweep_big(b: Bench):
+    """256x256 tiles (3x3 blocks, 6 in the triangle): twice the operand reuse of 128x128 tiles,
+    closer to cuBLAS's 192x192 tiles; 8 or 16 warps share the 256x256 fp32 accumulator."""
+    a, out = b.a, b.out
+    for warps in (8, 16):
+        for bk, stages in ((64, 2), (64, 3), (32, 3), (32, 4)):
+            cfg = dict(BLOCK=256, BLOCK_K=bk, warps=warps, stages=stages)
+            name = f"256 bk={bk} s={stages} w={warps}"
+            b.trial(f"ptr full {name}", lambda cfg=cfg: run_ptr(a, out, FULL=True, **cfg))
+            b.trial(f"ptr triangle no mirror {name}", lambda cfg=cfg: run_ptr(a, out, MIRROR=False, **cfg),
+                    check=False)
+            b.trial(f"ptr triangle {name}", lambda cfg=cfg: run_ptr(a, out, **cfg))
+            b.trial(f"tma triangle no mirror {name}", lambda cfg=cfg: run_tma(a, out, MIRROR=False, **cfg),
+                    check=False)
+
 
 # ---- v2: tile kinds from a table. kind 0: diagonal block (one operand, loaded once);
 # kind 1: one off-diagonal block; kind 2: two neighbouring off-diagonal blocks of one block row.
@@ -384,7 +401,7 @@ def main():
         return one_ws(sys.argv[sys.argv.index("--ws") + 1], "--compile-only" in sys.argv)
     b = Bench()
     b.references()
-    (sweep_kinds if "--v2" in sys.argv else sweep_plain)(b)
+    (sweep_kinds if "--v2" in sys.argv else sweep_big if "--big" in sys.argv else sweep_plain)(b)
     b.best()
     return 0
 

@@ -22,12 +22,14 @@ from speedtrace.profiling.runmeta import environment
 
 # "timing" keeps dilation lowest; "full" keeps every CPU op and annotation (no shapes/stacks).
 MODES = ("timing", "full")
-# Measured on the H200 with Inductor's per-launch records off (benchmarks/RESULTS.md, "Profiler
-# dilation", third and fourth sessions), the bundled trainer's dilation was within 1.03 in 5 of 8
-# windows with CUDA only (median 1.017) and in 6 of 12 with CPU+CUDA without shapes (median 1.039).
-# The step is close to host-bound, so both vary with the host. Timing mode takes CUDA only and
-# marks steps with marker kernels.
-TIMING_ACTIVITIES = "cuda"
+# Timing mode's activities (benchmarks/RESULTS.md, "Profiler dilation"). A step that launches its
+# kernels one by one is close to host-bound on the H200: the bundled trainer's dilation was within
+# 1.03 in 5 of 8 windows with CUDA only (median 1.017) and in 6 of 12 with CPU+CUDA without shapes
+# (median 1.039), so such a step is traced CUDA-only, with marker kernels for its steps. With its
+# micro-batches replayed as CUDA graphs the host is done less than half-way into the step, and
+# CPU+CUDA, which keeps the phases, optimizer ranges and gap causes, was within 1.03 in 8 of 8
+# windows (median 1.008; CUDA only 5 of 5, median 1.007): that is the choice for a graphed step.
+TIMING_ACTIVITIES = {False: "cuda", True: "cpu+cuda"}   # keyed by "the step replays CUDA graphs"
 ACTIVITY_CHOICES = ("cuda", "cpu+cuda", "cpu")
 
 
@@ -54,6 +56,9 @@ class ProfileSettings:
     # schedule's warm-up steps (H200, CUDA only: dilation 1.09 in a process's first session, 1.005
     # for the same configuration later in it; benchmarks/RESULTS.md), so its start-up is paid here.
     startup_steps: int = 1
+    # The step replays CUDA graphs (the bundled trainer's --cuda-graphs): its host work is small,
+    # so timing mode can afford CPU events. Recorded in run.json.
+    cuda_graphs: bool = False
     metadata: dict = field(default_factory=dict)  # merged into run.json (config, variant, ...)
 
     def validate(self) -> None:
@@ -66,12 +71,12 @@ class ProfileSettings:
             raise ValueError("need unprofiled >= 1, active >= 2, wait >= 0, warmup >= 0, startup_steps >= 0")
 
 
-def choose_activities(mode: str, on_cuda: bool, requested: str | None) -> str:
+def choose_activities(mode: str, on_cuda: bool, requested: str | None, cuda_graphs: bool = False) -> str:
     if not on_cuda:
         return "cpu"
     if requested:
         return requested
-    return TIMING_ACTIVITIES if mode == "timing" else "cpu+cuda"
+    return TIMING_ACTIVITIES[cuda_graphs] if mode == "timing" else "cpu+cuda"
 
 
 def _hide_profiler_from_inductor() -> None:
@@ -102,7 +107,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     settings.validate()
     on_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     sync = torch.cuda.synchronize if on_cuda else (lambda: None)
-    activities = choose_activities(settings.mode, on_cuda, settings.activities)
+    activities = choose_activities(settings.mode, on_cuda, settings.activities, settings.cuda_graphs)
     use_markers = activities == "cuda"
     marker_buf = torch.zeros(1, dtype=torch.int32, device="cuda") if use_markers else None
     out = Path(settings.out_dir)
@@ -139,6 +144,8 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         unprofiled_ms.append((time.perf_counter() - t0) * 1e3)
         step += 1
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
+    # CUDA-graph pools count as allocated only while a capture runs: reserved covers replays too.
+    reserved_mib = torch.cuda.max_memory_reserved() / 2**20 if on_cuda else None
     log(f"unprofiled: {len(unprofiled_ms)} steps, median {_median_ms(unprofiled_ms):.2f} ms"
         + (f", peak allocated {peak_mib:.0f} MiB" if peak_mib is not None else ""))
 
@@ -201,6 +208,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         "profile_memory": settings.profile_memory,
         "launch_records": settings.launch_records,
         "startup_steps": settings.startup_steps,
+        "cuda_graphs": settings.cuda_graphs,
         "world_size": world_size,
         "unprofiled_steps": list(range(settings.first_step, settings.first_step + settings.unprofiled)),
         "unprofiled_step_ms": [round(t, 4) for t in unprofiled_ms],
@@ -212,6 +220,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         "profiled_host_ms": [round(t, 4) for t in profiled_host_ms],
         "dilation": round(dilation, 4) if dilation else None,
         "unprofiled_peak_allocated_mib": round(peak_mib, 1) if peak_mib is not None else None,
+        "unprofiled_peak_reserved_mib": round(reserved_mib, 1) if reserved_mib is not None else None,
         "environment": environment(),
     }
     if use_markers:

@@ -13,6 +13,17 @@ from speedtrace.errors import SpeedtraceError
 from speedtrace.profiling.capture import ProfileSettings, profile
 
 
+def use_cuda_graphs(choice: str, mode: str, device: str) -> bool:
+    """``--cuda-graphs``: auto means on in timing mode on CUDA, where the step's own host work
+    would otherwise be the critical path under a profiler; full mode keeps every CPU op."""
+    on_cuda = device.startswith("cuda")
+    if choice == "on" and not on_cuda:
+        raise SpeedtraceError("--cuda-graphs on needs a CUDA device")
+    if choice == "auto":
+        return on_cuda and mode == "timing"
+    return choice == "on"
+
+
 def profile_trainer(args) -> dict:
     import torch
 
@@ -40,20 +51,21 @@ def profile_trainer(args) -> dict:
                               "and profiled steps must share one stage (choose another --start-step)")
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    graphs = use_cuda_graphs(args.cuda_graphs, args.mode, device)
     place = setup(device, cfg.micro_batches)
     try:
         data = resolve_data(cfg, args.data, out, place)
         log = RunLog(None, enabled=place.is_main, echo=True)
         trainer = Trainer(cfg, place.device, data, None, rank=place.rank, world_size=place.world_size,
                           process_group=place.group, compile=args.compile or None, val_every=-1,
-                          start_step=args.start_step, seed=args.seed, log=log)
+                          start_step=args.start_step, seed=args.seed, log=log, cuda_graphs=graphs)
         trainer.warmup(args.compile_warmup)
         settings = ProfileSettings(
             out_dir=out / "trace", first_step=args.start_step, unprofiled=args.unprofiled,
             wait=args.wait, warmup=args.warmup, active=args.active, mode=args.mode,
             activities=args.activities, record_shapes=args.record_shapes, with_stack=args.with_stack,
             profile_memory=args.profile_memory, launch_records=args.launch_records,
-            startup_steps=args.startup_steps,
+            startup_steps=args.startup_steps, cuda_graphs=graphs,
             metadata={"config": cfg.name, "variant": args.variant, "reverts": sorted(reverts),
                       "start_step": args.start_step, "compile_warmup": args.compile_warmup,
                       "compiled": trainer.compiled, "stage": sched.stage_of(args.start_step)},

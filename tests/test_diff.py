@@ -293,6 +293,15 @@ def test_different_modes_warn_first(tmp_path):
     assert d["profiling_differences"] == [] and not d["verdict"].startswith("Warning")
 
 
+def test_cuda_graphs_on_one_side_only_warn(tmp_path):
+    layouts = [layout_after(g) for g in (100, 102, 98)]
+    before = make_set(tmp_path, "b", layouts, run={"mode": "timing", "dilation": 1.00, "cuda_graphs": True})
+    after = make_set(tmp_path, "a", layouts, run={"mode": "timing", "dilation": 1.00, "cuda_graphs": False})
+    d = build_diff(load(before), load(after))
+    assert d["profiling_differences"] == ["cuda_graphs on before, off after"]
+    assert d["verdict"].startswith("Warning")
+
+
 def test_whole_trace_basis_when_one_side_has_no_steps(tmp_path):
     before = make_set(tmp_path, "b", [layout_before(g) for g in (100, 102, 98)])
     after = make_set(tmp_path, "a", [layout_after(100)], annotate_steps=False)

@@ -13,6 +13,9 @@ from speedtrace.profiling.capture import choose_activities
 def test_modes_choose_activities():
     # Timing mode takes the configuration measured least dilating on the H200 (CUDA only).
     assert choose_activities("timing", True, None) == "cuda"
+    assert choose_activities("timing", True, None, cuda_graphs=True) == "cpu+cuda"
+    assert choose_activities("full", True, None, cuda_graphs=True) == "cpu+cuda"
+    assert choose_activities("timing", False, None, cuda_graphs=True) == "cpu"
     assert choose_activities("full", True, None) == "cpu+cuda"
     assert choose_activities("timing", True, "cpu+cuda") == "cpu+cuda"
     assert choose_activities("full", False, None) == "cpu"

@@ -58,11 +58,13 @@ def test_run_json_fields(profiled):
     _, _, run = profiled
     for key in ("schema", "config", "variant", "reverts", "mode", "activities", "record_shapes",
                 "with_stack", "profile_memory", "unprofiled_step_ms", "profiled_step_ms", "dilation",
-                "profiled_steps", "environment", "startup_steps", "launch_records"):
+                "profiled_steps", "environment", "startup_steps", "launch_records", "cuda_graphs",
+                "unprofiled_peak_allocated_mib", "unprofiled_peak_reserved_mib"):
         assert key in run, key
     assert run["config"] == "tiny" and run["variant"] == "record" and run["reverts"] == []
     assert run["activities"] == "cpu" and run["mode"] == "timing"
     assert run["startup_steps"] == 1 and run["launch_records"] is False   # the defaults
+    assert run["cuda_graphs"] is False   # "auto" turns them on only on CUDA
     env = run["environment"]
     for key in ("git_revision", "torch", "triton", "cuda", "devices", "python"):
         assert key in env, key
@@ -91,6 +93,13 @@ def test_report_shows_per_step_cpu_durations(profiled):
     text = subprocess.run([sys.executable, "-m", "speedtrace", "report", str(trace_dir)],
                           capture_output=True, text=True, timeout=120).stdout
     assert "host-side times only" in text and "optimizer/mlp_bank/update" in text
+
+
+def test_cuda_graphs_on_a_cpu_are_refused(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "speedtrace", "profile", "--config", "tiny", "--device", "cpu",
+                           "--cuda-graphs", "on", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["speedtrace profile: error: --cuda-graphs on needs a CUDA device"]
 
 
 @pytest.mark.parametrize("flag", ["--startup-steps", "--unprofiled", "--active"])

@@ -323,7 +323,7 @@ def test_dilation_warning_from_run_json(capsys, tmp_path):
                                        "dilation": 1.2})
     rep = report_json(capsys, tmp_path)
     assert rep["run"] == {"dilation": 1.2, "unprofiled_step_ms": [100.0], "profiled_step_ms": [120.0],
-                          "mode": "full", "unprofiled_host_ms": [], "profiled_host_ms": []}
+                          "mode": "full", "cuda_graphs": None, "unprofiled_host_ms": [], "profiled_host_ms": []}
     dilated = [w for w in rep["warnings"] if "dilated" in w]
     assert len(dilated) == 1 and "1.20" in dilated[0] and "run.json" in dilated[0]
     rc, out, _ = report(capsys, tmp_path)
@@ -345,6 +345,19 @@ def test_dilation_warning_says_when_the_host_was_the_critical_path(capsys, tmp_p
     rc, out, _ = report(capsys, tmp_path)
     host = 118.0 if bound else 85.0
     assert f"host done {host:.1f} ms into the profiled step (71.0 unprofiled)" in out
+
+
+def test_run_line_says_when_micro_batches_were_graph_replays(capsys, tmp_path):
+    write_json(tmp_path / "rank-0.trace.json", synthetic_trace())
+    write_json(tmp_path / "run.json", {"unprofiled_step_ms": [100.0], "profiled_step_ms": [101.0],
+                                       "mode": "timing", "cuda_graphs": True})
+    assert report_json(capsys, tmp_path)["run"]["cuda_graphs"] is True
+    rc, out, _ = report(capsys, tmp_path)
+    assert "mode timing, micro-batches replayed as CUDA graphs" in out
+    write_json(tmp_path / "run.json", {"unprofiled_step_ms": [100.0], "profiled_step_ms": [101.0],
+                                       "mode": "full", "cuda_graphs": False})
+    rc, out, _ = report(capsys, tmp_path)
+    assert "mode full" in out and "CUDA graphs" not in out
 
 
 def test_small_dilation_gives_no_warning(capsys, tmp_path):

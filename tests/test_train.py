@@ -187,6 +187,7 @@ def test_dry_run_prints_the_parameter_table(capsys):
     (["--revert", "faster"], "unknown change"),
     (["--start-step", "60"], "--start-step 60"),
     (["--steps", "0"], "--steps 0"),
+    (["--cuda-graphs"], "--cuda-graphs needs a CUDA device"),
 ])
 def test_cli_rejects_bad_arguments(capsys, argv, message):
     assert cli_main(["train", "--config", "tiny", "--device", "cpu", *argv]) == 2

@@ -7,7 +7,8 @@ One ``step`` runs three phases over the model's fifteen labelled parameters:
    bigram table);
 2. work, in ``WORK_ORDER``: wait for that collective, update the local slice (Adam or NorMuon),
    launch the all_gather of sharded slices;
-3. wait for lm_head's gather, refresh the tied embed from it, wait for the rest, drop the grads.
+3. wait for lm_head's gather, refresh the tied embed from it, wait for the rest, drop the grads
+   (or zero them in place, for CUDA-graph replays: ``keep_grads``).
 
 Adam parameters move only on odd steps; their gradients of the even step are kept, so each Adam
 update sees two steps' gradients. NorMuon (the two weight banks) moves every step. Learning rate,
@@ -215,12 +216,15 @@ class NorMuonAndAdam:
     model: parameters named ``<label>`` or ``<label>.weight`` (labels in ``PARAM_TABLE``).
     rank, world_size, grad_accum: this process's place; world_size 1 needs no process group.
     compile: compile the element-wise updates (default: True when the model is on CUDA).
+    keep_grads: zero used gradients in place instead of setting them to None, so that CUDA-graph
+        replays of the backward (trainer.graphs) keep accumulating into the same tensors.
     Reverts read from ``cfg.reverts``: "transpose-kernels", "tall-polar-express",
     "fused-nesterov" (the parent record's behaviour for each).
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, *, rank: int = 0, world_size: int = 1,
-                 grad_accum: int = 8, process_group=None, compile: bool | None = None):
+                 grad_accum: int = 8, process_group=None, compile: bool | None = None,
+                 keep_grads: bool = False):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of {world_size}")
         self.cfg = cfg
@@ -230,6 +234,7 @@ class NorMuonAndAdam:
         self.tall_path = "transpose" if "tall-polar-express" in self.reverts else "xtx"
         self.fused_nesterov = "fused-nesterov" not in self.reverts
         self.transpose_kernels = "transpose-kernels" not in self.reverts
+        self.keep_grads = keep_grads
 
         self.slots: dict[str, _Slot] = {label: self._make_slot(label, p) for label, p in _labelled(model)}
         self.scatter_order = [label for label in SCATTER_ORDER if label in self.slots]
@@ -363,9 +368,15 @@ class NorMuonAndAdam:
             fut.wait()
 
         self._exchange = None
-        for slot in self.slots.values():
-            if slot.spec.optim == "normuon" or do_adam:
-                slot.param.grad = None
+        used = [s.param for s in self.slots.values() if s.spec.optim == "normuon" or do_adam]
+        if self.keep_grads:
+            # A zeroed gradient takes the next accumulation exactly as None would (0 + g = g).
+            grads = [p.grad for p in used if p.grad is not None]
+            if grads:
+                torch._foreach_zero_(grads)
+        else:
+            for p in used:
+                p.grad = None
 
     def _fold_embed_grad(self, head_grad: torch.Tensor, embed_grad: torch.Tensor) -> None:
         if self.transpose_kernels:

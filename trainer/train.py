@@ -31,6 +31,7 @@ from speedtrace.trainer import inductor_launch
 from speedtrace.trainer.config import REVERTIBLE, TrainConfig, get_config
 from speedtrace.trainer.data import TrainLoader, ValLoader, find_shards, synth
 from speedtrace.trainer.distributed import Place, check_world_size, setup, teardown
+from speedtrace.trainer.graphs import CudaCapture, MicroBatchGraphs
 from speedtrace.trainer.logs import RunLog, memory_line, train_line, val_line
 from speedtrace.trainer.model import GPT
 from speedtrace.trainer.optimizer import PARAM_TABLE, NorMuonAndAdam, effective_comms, param_rows
@@ -55,12 +56,14 @@ class Trainer:
         (and the warm-up skips its validation forwards). Default: the config's.
     sync_steps: synchronize around every training step and keep its time (``step_times_ms``).
     start_step: the step training starts at, from fresh weights with that step's schedule state.
+    cuda_graphs: replay each micro-batch's forward and backward as CUDA graphs (trainer.graphs);
+        CUDA only. The optimizer then zeroes gradients instead of dropping them.
     """
 
     def __init__(self, cfg: TrainConfig, device="cpu", data_dir=None, out_dir=None, *, rank: int = 0,
                  world_size: int = 1, process_group=None, compile: bool | None = None,
                  val_every: int | None = None, sync_steps: bool = False, start_step: int = 0,
-                 seed: int = 0, log: RunLog | None = None):
+                 seed: int = 0, log: RunLog | None = None, cuda_graphs: bool = False):
         self.cfg = cfg
         self.device = torch.device(device)
         self.rank, self.world_size, self.group = rank, world_size, process_group
@@ -101,7 +104,26 @@ class Trainer:
                                         compile=compile)
         self._mtp: dict[int, torch.Tensor] = {}
         self.step_times_ms: dict[int, float] = {}
+        self.graphs: MicroBatchGraphs | None = None
+        self._graph_mtp: dict[int, torch.Tensor] = {}   # static MTP weights per length
+        if cuda_graphs:
+            self.set_cuda_graphs(True)
         self._restart()
+
+    def set_cuda_graphs(self, on: bool, capture=None) -> None:
+        """Turn CUDA-graph replays of the micro-batches on or off (dropping any captured graphs).
+
+        capture: how graphs are recorded; default ``CudaCapture`` on this trainer's device (tests
+        pass a stand-in to run the same bookkeeping on the CPU).
+        """
+        if on and capture is None:
+            if self.device.type != "cuda":
+                raise SpeedtraceError("CUDA graphs need a CUDA device")
+            capture = CudaCapture(self.device)
+        if self.graphs is not None:
+            self.graphs.clear()
+        self.graphs = MicroBatchGraphs(self.model.parameters(), capture) if on else None
+        self.optimizer.keep_grads = on
 
     # -- schedule state ----------------------------------------------------------------------
     def _loader_args(self) -> dict:
@@ -149,15 +171,25 @@ class Trainer:
         """One training step: all micro-batches (forward, backward), then the optimizer."""
         self._advance(step)
         mtp = self.mtp_weights(step)
+        if self.graphs is not None:
+            # Graphs read the weights from one tensor per length; the values change every step.
+            if len(mtp) not in self._graph_mtp:
+                self._graph_mtp[len(mtp)] = torch.empty_like(mtp)
+            mtp = self._graph_mtp[len(mtp)].copy_(mtp)
         for _ in range(self.grad_accum):
             # Named so that a GPU gap waiting on the next batch's copy says where it came from.
             with record_function("data"):
                 batch = self.loader.next_batch()
-                inputs, targets, cu_seqlens, bigram_ids = batch.to(self.device)
+                tensors = batch.to(self.device)
             self.optimizer.sparse_before_forward(batch.bigram_ids, step)
+            if self.graphs is not None:
+                key = (self.windows, self.max_seq_len, len(mtp), *(tuple(t.shape) for t in tensors))
+                self.graphs.micro_batch(key, tensors, self._loss_fn(mtp))
+                # The sparse exchange (8 ranks) needs only the host's row ids, not the forward.
+                self.optimizer.sparse_after_forward()
+                continue
             with record_function("forward"):
-                loss = self.forward(inputs, targets, cu_seqlens, bigram_ids, self.windows,
-                                    self.max_seq_len, mtp, self.grad_scale)
+                loss = self._loss_fn(mtp)(*tensors)
             self.optimizer.sparse_after_forward()
             with record_function("backward"):
                 loss.backward()
@@ -166,6 +198,14 @@ class Trainer:
             self.optimizer.step(step, self.schedule.lr_factor(step), self.schedule.momentum(step))
         if step == self.schedule.split_step:
             self.optimizer.split_embed()
+
+    def _loss_fn(self, mtp: torch.Tensor):
+        windows, max_seq_len, scale = self.windows, self.max_seq_len, self.grad_scale
+
+        def loss(inputs, targets, cu_seqlens, bigram_ids):
+            return self.forward(inputs, targets, cu_seqlens, bigram_ids, windows, max_seq_len, mtp, scale)
+
+        return loss
 
     def _val_windows(self, step: int) -> tuple[int, int]:
         self._advance(step)
@@ -217,13 +257,20 @@ class Trainer:
                     self.eval_forward(inputs, targets, cu_seqlens, bigram_ids, windows, val_loader.per_rank_tokens)
             self.train_step(step)
         self.log("Resetting Model")
-        self.model.zero_grad(set_to_none=True)
-        self.model.load_state_dict(initial)
-        self.optimizer.reset()
-        self._restart()
+        self.reset(initial)
         del initial, val_loader
         gc.collect()
         return steps
+
+    def reset(self, weights: dict) -> None:
+        """A fresh start at ``start_step`` from ``weights`` (a state_dict): optimizer state zeroed,
+        gradients dropped (zeroed in place while graphs are on), schedule state and train loader
+        of that step."""
+        # Captured graphs accumulate into the existing gradients: zero them, keep the tensors.
+        self.model.zero_grad(set_to_none=self.graphs is None)
+        self.model.load_state_dict(weights)
+        self.optimizer.reset()
+        self._restart()
 
     # -- the loop ----------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -367,6 +414,8 @@ def run_from_args(args) -> int:
             dry_run(cfg, env[1] if env else 1)
         return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.cuda_graphs and device != "cuda":
+        raise SpeedtraceError("--cuda-graphs needs a CUDA device")
     place = setup(device, cfg.micro_batches)
     try:
         return _train(cfg, args, place)
@@ -398,7 +447,8 @@ def _train(cfg: TrainConfig, args, place: Place) -> int:
     log.header(cfg, arguments=arguments, world_size=place.world_size, cuda=place.device.type == "cuda")
     trainer = Trainer(cfg, place.device, data, out, rank=place.rank, world_size=place.world_size,
                       process_group=place.group, compile=args.compile or None, val_every=args.val_every,
-                      sync_steps=args.sync_steps, start_step=args.start_step, seed=args.seed, log=log)
+                      sync_steps=args.sync_steps, start_step=args.start_step, seed=args.seed, log=log,
+                      cuda_graphs=args.cuda_graphs)
     trainer.warmup(args.warmup)
     trainer.run(args.steps)
     return 0

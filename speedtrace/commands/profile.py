@@ -18,9 +18,13 @@ Dilation = median profiled step time / median unprofiled step time, both timed b
 device synchronisations, leaving out the last active step (its end writes the trace).
 
 modes:
-  timing  the least dilating configuration measured on the H200: CUDA activities only, steps
-          marked by marker kernels (no CPU ops, so no phases or gap attribution)
-  full    CPU+CUDA activities: every CPU op, launch and record_function range
+  timing  on CUDA the trainer replays each micro-batch's forward and backward as CUDA graphs
+          (--cuda-graphs auto), so its host work ends long before the GPU's and the profiler's
+          host cost does not lengthen the step; traced with CPU+CUDA activities: kernels, phases,
+          optimizer ranges and gap causes, but no CPU ops inside forward and backward. A step that
+          is not graphed (--cuda-graphs off) is traced CUDA-only, steps marked by marker kernels.
+  full    CPU+CUDA activities on the trainer as the record runs it (no graphs): every CPU op,
+          launch and record_function range
 Shapes, stacks and memory (--record-shapes, --with-stack, --profile-memory) are opt-in: they
 dilate the step several-fold, and `speedtrace report` then warns which numbers they distort.
 Inductor's per-launch ranges are off too (--launch-records turns them on): while a profiler runs,
@@ -64,6 +68,9 @@ def add_arguments(parser):
     parser.add_argument("--launch-records", action="store_true",
                         help="opt-in: keep Inductor's own profiler range around every kernel launch "
                              "(kernel file, grid); its slow launch path dilates a compiled step")
+    parser.add_argument("--cuda-graphs", choices=["auto", "on", "off"], default="auto",
+                        help="replay each micro-batch's forward and backward as CUDA graphs, so that the "
+                             "host's launches leave the step (auto: on in timing mode on CUDA)")
     parser.add_argument("--compile-warmup", choices=["full", "stage1", "none"], default="stage1",
                         help="trainer compile warm-up before timing (default: the start stage's steps)")
     parser.add_argument("--data", metavar="DIR", default=None,

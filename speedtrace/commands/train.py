@@ -50,6 +50,9 @@ def add_arguments(parser):
                         help="synchronize around each training step and report the median step time")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile on CPU too (always on with CUDA)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="replay each micro-batch's forward and backward as CUDA graphs (CUDA only; "
+                             "not in the record: it takes the host's launch work off the step)")
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: 0)")
 
 
