@@ -27,8 +27,9 @@ MODES = ("timing", "full")
 # 1.03 in 5 of 8 windows with CUDA only (median 1.017) and in 6 of 12 with CPU+CUDA without shapes
 # (median 1.039), so such a step is traced CUDA-only, with marker kernels for its steps. With its
 # micro-batches replayed as CUDA graphs the host is done less than half-way into the step, and
-# CPU+CUDA, which keeps the phases, optimizer ranges and gap causes, was within 1.03 in 8 of 8
-# windows (median 1.008; CUDA only 5 of 5, median 1.007): that is the choice for a graphed step.
+# CPU+CUDA, which keeps the phases, optimizer ranges and gap causes, was within 1.03 in 10 of 10
+# windows, record and parent (median 1.008; CUDA only 5 of 5, median 1.007): that is the choice
+# for a graphed step.
 TIMING_ACTIVITIES = {False: "cuda", True: "cpu+cuda"}   # keyed by "the step replays CUDA graphs"
 ACTIVITY_CHOICES = ("cuda", "cpu+cuda", "cpu")
 
