@@ -32,7 +32,10 @@ def profile_all(args, trainer, reverts) -> list:
     from speedtrace.trainer import inductor_launch
 
     rows = []
-    for i, name in enumerate(args.configs.split(",")):
+    for i, label in enumerate(args.configs.split(",")):
+        # "@wU" / "@aA" at the end: this window's schedule warm-up / active steps (default 2 / --active).
+        name, _, schedule = label.partition("@")
+        sched = {k[0]: int(k[1:]) for k in schedule.split("@") if k}
         inductor_launch.set_enabled(not name.endswith("+uncached"))
         graphs = "+graphs" in name
         if graphs != (trainer.graphs is not None):
@@ -40,15 +43,16 @@ def profile_all(args, trainer, reverts) -> list:
             trainer.train_step(args.start_step)   # captures outside any profiler session
         base = name.removesuffix("+uncached").removesuffix("+launches").removesuffix("+graphs")
         settings = ProfileSettings(
-            out_dir=Path(args.out) / name.replace("+", "_"), first_step=args.start_step,
-            unprofiled=args.unprofiled if i == 0 else 10, wait=0, warmup=2, active=args.active,
+            out_dir=Path(args.out) / label.replace("+", "_").replace("@", "_"), first_step=args.start_step,
+            unprofiled=args.unprofiled if i == 0 else 10, wait=0, warmup=sched.get("w", 2),
+            active=sched.get("a", args.active),
             mode="full" if base == "cpu+cuda" else "timing",
             activities={"shapes": "cpu+cuda"}.get(base, base), record_shapes=base == "shapes",
             launch_records="+launches" in name, cuda_graphs=graphs,
             metadata={"config": "speedrun", "variant": args.variant, "reverts": sorted(reverts),
                       "start_step": args.start_step, "compile_warmup": "stage1", "compiled": True},
         )
-        rows.append((name, profile(trainer.train_step, settings, device="cuda")))
+        rows.append((label, profile(trainer.train_step, settings, device="cuda")))
     return rows
 
 
@@ -125,8 +129,9 @@ def main():
     ap.add_argument("--unprofiled", type=int, default=50)
     ap.add_argument("--active", type=int, default=6)
     ap.add_argument("--configs", default="cpu+cuda,cuda", help="comma list of: cpu+cuda, cuda, shapes, each optionally "
-                    "with +graphs (CUDA-graph micro-batches), +launches (Inductor's per-launch records on) "
-                    "and then +uncached (Inductor's full launch path)")
+                    "with +graphs (CUDA-graph micro-batches), +launches (Inductor's per-launch records on), "
+                    "then +uncached (Inductor's full launch path), then @wU and/or @aA (schedule warm-up "
+                    "and active steps of that window)")
     ap.add_argument("--check-graphs", type=int, default=0, metavar="N",
                     help="first compare N steps with CUDA graphs against eager ones (0: skip)")
     ap.add_argument("--wait-for", default=None, help="after warm-up, wait until this file exists")

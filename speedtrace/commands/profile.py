@@ -35,8 +35,9 @@ still appear as runtime/driver calls linked to their kernels, inside the same an
 examples:
   speedtrace profile --config tiny --device cpu --out runs/tiny
   speedtrace profile --config speedrun --data DIR --start-step 10 --mode full --out runs/record
-  speedtrace profile --config speedrun --data DIR --start-step 10 --variant parent --out runs/parent
-  speedtrace diff runs/parent/trace runs/record/trace"""
+  speedtrace profile --config speedrun --data DIR --start-step 10 --mode full --variant parent --out runs/parent
+  speedtrace diff runs/parent/trace runs/record/trace
+  speedtrace profile --config speedrun --data DIR --start-step 10 --out runs/timing   # graphed"""
 
 
 def add_arguments(parser):
