@@ -171,7 +171,7 @@ def main():
               f"{'':9s} {run['dilation']:.4f}   {hu:7.1f} / {hp:7.1f}   {run['unprofiled_peak_allocated_mib']}")
     print(f"peak reserved over the whole run: {torch.cuda.max_memory_reserved() / 2**20:.0f} MiB")
     with open(Path(args.out) / "dilation.json", "w") as f:
-        json.dump(dict(rows), f, indent=1)
+        json.dump([[label, run] for label, run in rows], f, indent=1)   # labels may repeat
     return 0
 
 
