@@ -32,12 +32,16 @@ def _state(trainer):
     return out
 
 
-def _worker(rank, world, init_file, cfg, data_dir, steps, result_path):
+def _worker(rank, world, init_file, cfg, data_dir, steps, result_path, graphs):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         t = Trainer(cfg, "cpu", data_dir, None, rank=rank, world_size=world,
                     process_group=dist.group.WORLD, seed=3)
+        if graphs:
+            from test_graphs import Rerun
+
+            t.set_cuda_graphs(True, capture=Rerun())
         for s in range(steps):
             t.train_step(s)
         val = t.validate(steps)
@@ -47,9 +51,10 @@ def _worker(rank, world, init_file, cfg, data_dir, steps, result_path):
         dist.destroy_process_group()
 
 
-def _distributed(cfg, data_dir, world, steps, tmp_path):
-    result = tmp_path / f"world{world}.pt"
-    mp.spawn(_worker, args=(world, str(tmp_path / "store"), cfg, str(data_dir), steps, str(result)),
+def _distributed(cfg, data_dir, world, steps, tmp_path, graphs=False):
+    result = tmp_path / f"world{world}{'-graphs' if graphs else ''}.pt"
+    store = tmp_path / f"store{'-graphs' if graphs else ''}"
+    mp.spawn(_worker, args=(world, str(store), cfg, str(data_dir), steps, str(result), graphs),
              nprocs=world, join=True)
     return torch.load(result)
 
@@ -90,6 +95,19 @@ def test_eight_gloo_ranks_with_sparse_bigram_comms_equal_one_rank(data_dir, tmp_
     cfg = small_config(micro_batches=8, tokens=16)
     assert effective_comms(PARAM_TABLE["bigram_embed"], 8, 1) == "sharded_sparse"
     _assert_close(_distributed(cfg, data_dir, 8, 2, tmp_path), _single(cfg, data_dir, 2))
+
+
+@pytest.mark.parametrize("world, micro_batches, tokens", [(2, 2, 32), (8, 8, 16)])
+def test_graphed_micro_batches_train_alike_on_gloo_ranks(data_dir, tmp_path, world, micro_batches, tokens):
+    # Graph replays (their CPU stand-in, tests/test_graphs.py) with zeroed instead of dropped
+    # gradients, through the sharded and, with 8 ranks, the sparse collectives: the same weights.
+    cfg = small_config(micro_batches=micro_batches, tokens=tokens)
+    plain = _distributed(cfg, data_dir, world, 3, tmp_path)
+    graphed = _distributed(cfg, data_dir, world, 3, tmp_path, graphs=True)
+    assert graphed["val"] == plain["val"]
+    assert graphed["state"].keys() == plain["state"].keys()
+    for name, value in plain["state"].items():
+        assert torch.equal(graphed["state"][name], value), name
 
 
 def test_cli_under_torchrun(tmp_path):
