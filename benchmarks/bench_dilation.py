@@ -7,8 +7,9 @@ mode), CUDA only (with step-marker kernels), and optionally CPU+CUDA with record
 "+uncached" suffix times that configuration (its unprofiled steps too) with Inductor's full launch
 path instead of the trainer's direct launcher calls (``trainer.inductor_launch``), and a
 "+graphs" suffix replays each micro-batch as CUDA graphs (``trainer.graphs``), its unprofiled
-steps too. Each writes its own trace set under OUT/<name>/ and prints its dilation; a table
-comes last. ``--check-graphs N`` first trains N steps eagerly twice and once with graphs from the
+steps too; "@wU" and "@aA" after all suffixes set that window's schedule warm-up and active
+steps. Each writes its own trace set under OUT/<label>/ and prints its dilation; a table comes
+last. ``--check-graphs N`` first trains N steps eagerly twice and once with graphs from the
 same weights and prints how far the graphed weights are from the eager ones, beside how far two
 eager runs are from each other (some kernels accumulate in a nondeterministic order).
 
