@@ -14,6 +14,7 @@ from typing import Any
 
 from speedtrace.analysis.tables import md_escape, md_table, text_table
 from speedtrace.errors import SpeedtraceError
+from speedtrace.profiling.verdict import host_bound, host_times
 
 SCHEMA = "speedtrace.report/1"
 DILATION_LIMIT = 1.10  # above this the run's profiled steps are visibly slower than untraced ones
@@ -92,20 +93,17 @@ def run_summary(run: dict | None) -> dict | None:
             "mode": run.get("mode") if isinstance(run.get("mode"), str) else None,
             "cuda_graphs": run.get("cuda_graphs") if isinstance(run.get("cuda_graphs"), bool) else None,
             "unprofiled_host_ms": _number_list(run.get("unprofiled_host_ms")),
-            "profiled_host_ms": _number_list(run.get("profiled_host_ms"))}
+            "profiled_host_ms": _number_list(run.get("profiled_host_ms")),
+            "host_bound": {kind: _host_bound(run, kind) for kind in ("unprofiled", "profiled")}}
 
 
-# A profiled step whose host work ends this close to the step's end had the host as its critical
-# path: the profiler's host cost then lengthens the step one for one.
-HOST_BOUND_FRACTION = 0.95
-
-
-def _host_bound(run: dict) -> str:
-    host, step = run.get("profiled_host_ms"), run.get("profiled_step_ms")
-    if not host or not step or _median(host) < HOST_BOUND_FRACTION * _median(step):
-        return ""
-    return (f"; the host was the critical path: the step function returned {_median(host):.1f} ms into "
-            f"each {_median(step):.1f} ms profiled step")
+def _host_bound(run: dict, kind: str) -> bool | None:
+    """run.json's ``host_bound`` verdict for ``kind`` (unprofiled/profiled); worked out from the
+    host and step times when run.json predates the field."""
+    given = run.get("host_bound")
+    if isinstance(given, dict) and kind in given:
+        return given[kind] if isinstance(given[kind], bool) else None
+    return host_bound(_number_list(run.get(f"{kind}_host_ms")), _number_list(run.get(f"{kind}_step_ms")))
 
 
 def _dilation_warnings(trace_set, rank_traces) -> list[str]:
@@ -128,8 +126,14 @@ def _dilation_warnings(trace_set, rank_traces) -> list[str]:
         if run["profiled_step_ms"] and run["unprofiled_step_ms"]:
             detail = (f" ({_median(run['profiled_step_ms']):.1f} ms per step profiled vs "
                       f"{_median(run['unprofiled_step_ms']):.1f} ms without the profiler)")
+        bound = (f"; the host was the critical path: {host_times(run, 'profiled')}"
+                 if run["host_bound"]["profiled"] else "")
         out.append(f"{os.path.join(str(trace_set.path), 'run.json')}: dilation "
-                   f"{run['dilation']:.2f}{detail}; {_DILATION_EFFECT}{_host_bound(run)}")
+                   f"{run['dilation']:.2f}{detail}; {_DILATION_EFFECT}{bound}")
+    if run and run["host_bound"]["unprofiled"]:
+        out.append(f"{os.path.join(str(trace_set.path), 'run.json')}: the unprofiled steps were host-bound "
+                   f"({host_times(run, 'unprofiled')}): the host, not the GPU, set their length, so the "
+                   "step times and the dilation measure how fast the host was at the time")
     return out
 
 

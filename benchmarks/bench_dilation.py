@@ -12,6 +12,12 @@ steps. Each writes its own trace set under OUT/<label>/ and prints its dilation;
 last. ``--check-graphs N`` first trains N steps eagerly twice and once with graphs from the
 same weights and prints how far the graphed weights are from the eager ones, beside how far two
 eager runs are from each other (some kernels accumulate in a nondeterministic order).
+A "+nogc" suffix freezes and disables Python's garbage collector for that window, a "+cublas" or
+"+cublaslt" suffix picks torch's BLAS library for it, and "+mallopt" makes glibc keep freed heap
+memory from that window on (for the rest of the process). ``--host-stats`` records per step where
+the host's time went: this process's CPU time and system time, the main thread's CPU time and
+involuntary context switches, page faults, other processes' CPU time and steal time; it prints a
+line per window (``--probe-log`` adds the timings of ``benchmarks/host_probe.py`` running beside it).
 
     python -P benchmarks/bench_dilation.py --data DIR --out OUT [--variant parent] [--unprofiled 50]
 
@@ -21,39 +27,162 @@ and signals --done, which the second waits for.
 """
 
 import argparse
+import ctypes
+import gc
 import json
+import os
+import resource
 import statistics
 import sys
 import time
 from pathlib import Path
 
 
-def profile_all(args, trainer, reverts) -> list:
+class HostStats:
+    """Per-step host accounting from /proc (Linux), to tell a slower host from more host work."""
+
+    def __init__(self):
+        self.tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        self.steps: list[dict] = []
+
+    def _snapshot(self):
+        cpu = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        busy = (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6]) * self.tick_ms   # user nice system irq softirq
+        steal = cpu[7] * self.tick_ms if len(cpu) > 7 else 0.0
+        proc = resource.getrusage(resource.RUSAGE_SELF)
+        main = resource.getrusage(resource.RUSAGE_THREAD)   # the calling thread: the main one
+        return dict(host_ms=time.perf_counter() * 1e3, proc_cpu_ms=(proc.ru_utime + proc.ru_stime) * 1e3,
+                    main_cpu_ms=(main.ru_utime + main.ru_stime) * 1e3, sys_ms=proc.ru_stime * 1e3,
+                    others_cpu_ms=busy, steal_ms=steal, page_faults=proc.ru_minflt + proc.ru_majflt,
+                    preempted=main.ru_nivcsw)
+
+    def threads(self) -> dict:
+        """CPU ms so far per thread of this process, keyed by (tid, name)."""
+        out = {}
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)
+                name = fields[0].split("(", 1)[1]
+                rest = fields[1].split()
+                out[(task.name, name)] = (int(rest[11]) + int(rest[12])) * self.tick_ms
+            except (OSError, IndexError, ValueError):
+                continue
+        return out
+
+    def wrap(self, step_fn):
+        def step(n):
+            before = self._snapshot()
+            start = time.time()
+            step_fn(n)
+            d = {k: v - before[k] for k, v in self._snapshot().items()}
+            d["others_cpu_ms"] -= d["proc_cpu_ms"]   # the whole machine's busy time, less this process's
+            d["start"] = start   # wall clock, to line steps up with other processes' logs
+            self.steps.append(d)
+        return step
+
+    @staticmethod
+    def summary(steps: list[dict]) -> str:
+        return ", ".join(f"{k} {statistics.median(s[k] for s in steps):.1f}" for k in steps[0] if k != "start")
+
+
+def probe_median(path: str, steps: list[dict]) -> float | None:
+    """Median of benchmarks/host_probe.py's timings taken while ``steps`` ran (by wall clock)."""
+    begin, end = steps[0]["start"], steps[-1]["start"] + steps[-1]["host_ms"] / 1e3
+    times = []
+    for line in Path(path).read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 2 and begin <= float(fields[0]) <= end:
+            times.append(float(fields[1]))
+    return round(statistics.median(times), 3) if times else None
+
+
+def keep_freed_heap() -> None:
+    """glibc: serve allocations up to 32 MiB from the heap and keep freed heap memory, so that a
+    step's short-lived host buffers reuse pages instead of faulting in fresh ones."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_top_pad, 64 << 20)
+
+
+BASES = ("cpu+cuda", "cuda", "shapes")
+FLAGS = ("graphs", "launches", "uncached", "nogc", "cublas", "cublaslt", "mallopt")
+
+
+def parse_label(label: str) -> tuple[str, set, dict]:
+    """'cpu+cuda+graphs@w6' -> ('cpu+cuda', {'graphs'}, {'w': 6}): base configuration, suffixes,
+    schedule overrides."""
+    name, _, schedule = label.partition("@")
+    sched = {k[0]: int(k[1:]) for k in schedule.split("@") if k}
+    parts = name.split("+")
+    flags = {p for p in parts if p in FLAGS}
+    base = "+".join(p for p in parts if p not in FLAGS)
+    if base not in BASES:
+        raise SystemExit(f"bench_dilation: {label!r}: the configuration must be one of {BASES}")
+    return base, flags, sched
+
+
+def profile_all(args, trainer, reverts, out: Path) -> list:
+    import torch
+
     from speedtrace.profiling.capture import ProfileSettings, profile
     from speedtrace.trainer import inductor_launch
 
+    default_blas = torch.backends.cuda.preferred_blas_library()
     rows = []
     for i, label in enumerate(args.configs.split(",")):
         # "@wU" / "@aA" at the end: this window's schedule warm-up / active steps (default 2 / --active).
-        name, _, schedule = label.partition("@")
-        sched = {k[0]: int(k[1:]) for k in schedule.split("@") if k}
-        inductor_launch.set_enabled(not name.endswith("+uncached"))
-        graphs = "+graphs" in name
+        base, flags, sched = parse_label(label)
+        inductor_launch.set_enabled("uncached" not in flags)
+        graphs = "graphs" in flags
         if graphs != (trainer.graphs is not None):
             trainer.set_cuda_graphs(graphs)
             trainer.train_step(args.start_step)   # captures outside any profiler session
-        base = name.removesuffix("+uncached").removesuffix("+launches").removesuffix("+graphs")
+        blas = next((f for f in flags if f.startswith("cublas")), None)
+        torch.backends.cuda.preferred_blas_library(blas or default_blas)
+        unprofiled = args.unprofiled if i == 0 else 10
         settings = ProfileSettings(
             out_dir=Path(args.out) / label.replace("+", "_").replace("@", "_"), first_step=args.start_step,
-            unprofiled=args.unprofiled if i == 0 else 10, wait=0, warmup=sched.get("w", 2),
-            active=sched.get("a", args.active),
+            unprofiled=unprofiled, wait=0, warmup=sched.get("w", 2), active=sched.get("a", args.active),
             mode="full" if base == "cpu+cuda" else "timing",
             activities={"shapes": "cpu+cuda"}.get(base, base), record_shapes=base == "shapes",
-            launch_records="+launches" in name, cuda_graphs=graphs,
+            launch_records="launches" in flags, cuda_graphs=graphs,
             metadata={"config": "speedrun", "variant": args.variant, "reverts": sorted(reverts),
                       "start_step": args.start_step, "compile_warmup": "stage1", "compiled": True},
         )
-        rows.append((label, profile(trainer.train_step, settings, device="cuda")))
+        stats = HostStats() if args.host_stats else None
+        step_fn = stats.wrap(trainer.train_step) if stats else trainer.train_step
+        threads_before = stats.threads() if stats else None
+        if "mallopt" in flags:
+            keep_freed_heap()
+        if "nogc" in flags:
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+        try:
+            run = profile(step_fn, settings, device="cuda")
+        finally:
+            gc.enable()
+            gc.unfreeze()
+        if stats:
+            # Step 0 is the profiler's start-up call; the last profiled step writes the trace.
+            unprof = stats.steps[1:1 + unprofiled]
+            prof = stats.steps[-settings.active:-1]
+            run["host_stats"] = {"unprofiled": unprof, "profiled": prof}
+            if args.probe_log:
+                run["host_stats"]["probe_memory_ms"] = {"unprofiled": probe_median(args.probe_log, unprof),
+                                                        "profiled": probe_median(args.probe_log, prof)}
+                print(f"{label}: host_probe.py median memory ms during the steps {run['host_stats']['probe_memory_ms']}")
+            after = stats.threads()
+            top = sorted(((after[k] - threads_before.get(k, 0.0), k[1]) for k in after), reverse=True)[:5]
+            print(f"{label}: unprofiled median {HostStats.summary(unprof)}\n{label}: profiled   median "
+                  f"{HostStats.summary(prof)}\n{label}: busiest threads (CPU ms over the window): "
+                  + ", ".join(f"{name} {ms:.0f}" for ms, name in top), flush=True)
+        rows.append((label, run))
+        # Written after every window, so that a run cut short keeps what it measured.
+        out.write_text(json.dumps([[lbl, r] for lbl, r in rows], indent=1))   # labels may repeat
+    torch.backends.cuda.preferred_blas_library(default_blas)
     return rows
 
 
@@ -132,13 +261,22 @@ def main():
     ap.add_argument("--configs", default="cpu+cuda,cuda", help="comma list of: cpu+cuda, cuda, shapes, each optionally "
                     "with +graphs (CUDA-graph micro-batches), +launches (Inductor's per-launch records on), "
                     "then +uncached (Inductor's full launch path), then @wU and/or @aA (schedule warm-up "
-                    "and active steps of that window)")
+                    "and active steps of that window); +nogc (garbage collector frozen and off), "
+                    "+cublas / +cublaslt (torch's BLAS library for that window), +mallopt (glibc keeps freed heap "
+                    "memory from then on)")
+    ap.add_argument("--host-stats", action="store_true",
+                    help="record per step where the host's time went (/proc; Linux) and print a line per window")
+    ap.add_argument("--probe-log", default=None, metavar="FILE",
+                    help="with --host-stats: the log of benchmarks/host_probe.py running beside this run; "
+                         "each window gets the probe's median during its unprofiled and profiled steps")
     ap.add_argument("--check-graphs", type=int, default=0, metavar="N",
                     help="first compare N steps with CUDA graphs against eager ones (0: skip)")
     ap.add_argument("--wait-for", default=None, help="after warm-up, wait until this file exists")
     ap.add_argument("--done", default=None, help="create this file when the timed part is over")
     ap.add_argument("--ready", default=None, help="create this file when compiled and warmed up")
     args = ap.parse_args()
+    for label in args.configs.split(","):
+        parse_label(label)   # refuse a bad label before the warm-up, not after it
 
     import torch
 
@@ -158,21 +296,20 @@ def main():
     while args.wait_for and not Path(args.wait_for).exists():
         time.sleep(0.5)
     try:
-        rows = profile_all(args, trainer, reverts)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        rows = profile_all(args, trainer, reverts, Path(args.out) / "dilation.json")
     finally:
         if args.done:
             Path(args.done).touch()
     print(f"\n==== profiler dilation (speedrun, world size 1, {args.variant}) ====")
     print(f"{'config':18s} {'unprofiled ms (median, n)':26s} {'profiled ms (median, n)':24s} dilation  "
-          "host ms unprof/prof  peak MiB")
+          "host ms unprof/prof  peak MiB  mode/activities")
     for name, run in rows:
         u, p = run["unprofiled_step_ms"], run["profiled_step_ms"]
         hu, hp = statistics.median(run["unprofiled_host_ms"]), statistics.median(run["profiled_host_ms"])
         print(f"{name:18s} {statistics.median(u):10.2f} ({len(u):3d}){'':10s} {statistics.median(p):10.2f} ({len(p)})"
-              f"{'':9s} {run['dilation']:.4f}   {hu:7.1f} / {hp:7.1f}   {run['unprofiled_peak_allocated_mib']}")
+              f"{'':9s} {run['dilation']:.4f}   {hu:7.1f} / {hp:7.1f}   {run['unprofiled_peak_allocated_mib']}  {run['mode']}/{run['activities']}")
     print(f"peak reserved over the whole run: {torch.cuda.max_memory_reserved() / 2**20:.0f} MiB")
-    with open(Path(args.out) / "dilation.json", "w") as f:
-        json.dump([[label, run] for label, run in rows], f, indent=1)   # labels may repeat
     return 0
 
 

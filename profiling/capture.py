@@ -5,7 +5,9 @@ that is thrown away (the profiler's start-up), ``unprofiled`` steps are timed wi
 profiler, then ``wait + warmup + active`` steps run under a torch.profiler schedule. Every step
 is timed between device synchronisations. The dilation is the median profiled active step time
 over the median unprofiled step time, leaving out the last active step, whose end writes the
-trace. Output: ``rank-N.trace.json.gz`` per rank and, from rank 0, ``run.json``.
+trace. Output: ``rank-N.trace.json.gz`` per rank and, from rank 0, ``run.json``, with the mode's
+dilation target and whether the host set the length of the unprofiled and the profiled steps
+(``profiling.verdict``); rank 0 warns when the dilation is above the target.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from speedtrace.errors import warn
 from speedtrace.profiling.markers import MARKER_KERNEL, launch_marker
 from speedtrace.profiling.runmeta import environment
+from speedtrace.profiling.verdict import DILATION_TARGETS, dilation_note, host_bound
 
 # "timing" keeps dilation lowest; "full" keeps every CPU op and annotation (no shapes/stacks).
 MODES = ("timing", "full")
@@ -220,6 +224,10 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         "unprofiled_host_ms": [round(t, 4) for t in unprofiled_host_ms],
         "profiled_host_ms": [round(t, 4) for t in profiled_host_ms],
         "dilation": round(dilation, 4) if dilation else None,
+        "dilation_target": DILATION_TARGETS.get(settings.mode),
+        # Only an asynchronous device can run behind the host; on a CPU the host is the device.
+        "host_bound": {"unprofiled": host_bound(unprofiled_host_ms, unprofiled_ms) if on_cuda else None,
+                       "profiled": host_bound(profiled_host_ms, profiled_ms) if on_cuda else None},
         "unprofiled_peak_allocated_mib": round(peak_mib, 1) if peak_mib is not None else None,
         "unprofiled_peak_reserved_mib": round(reserved_mib, 1) if reserved_mib is not None else None,
         "environment": environment(),
@@ -228,4 +236,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         run["step_markers"] = {"kernel": MARKER_KERNEL, "steps": active_steps}
     if rank == 0:
         (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+        note = dilation_note(run)
+        if note:
+            warn(note)
     return run

@@ -101,3 +101,22 @@ def test_host_times_are_recorded_beside_step_times(tmp_path):
     for host, total in zip(run["unprofiled_host_ms"] + run["profiled_host_ms"],
                            run["unprofiled_step_ms"] + run["profiled_step_ms"]):
         assert 2.0 <= host <= total
+
+
+def test_run_json_carries_the_mode_target_and_no_host_verdict_on_a_cpu(tmp_path):
+    settings = prof.ProfileSettings(out_dir=tmp_path, unprofiled=2, wait=0, warmup=0, active=2, mode="full")
+    run = prof.profile(lambda n: None, settings, log=lambda *a: None)
+    assert run["dilation_target"] == 1.05
+    # The host is the device on a CPU: "host-bound" would always hold and say nothing.
+    assert run["host_bound"] == {"unprofiled": None, "profiled": None}
+
+
+def test_a_dilation_note_is_printed_as_a_warning(tmp_path, monkeypatch, capsys):
+    import speedtrace.profiling.capture as capture
+
+    seen = []
+    monkeypatch.setattr(capture, "dilation_note", lambda run: seen.append(run) or "the host was slow")
+    settings = prof.ProfileSettings(out_dir=tmp_path, unprofiled=2, wait=0, warmup=0, active=2)
+    run = prof.profile(lambda n: None, settings, log=lambda *a: None)
+    assert seen == [run]
+    assert "speedtrace: warning: the host was slow" in capsys.readouterr().err

@@ -59,12 +59,13 @@ def test_run_json_fields(profiled):
     for key in ("schema", "config", "variant", "reverts", "mode", "activities", "record_shapes",
                 "with_stack", "profile_memory", "unprofiled_step_ms", "profiled_step_ms", "dilation",
                 "profiled_steps", "environment", "startup_steps", "launch_records", "cuda_graphs",
-                "unprofiled_peak_allocated_mib", "unprofiled_peak_reserved_mib"):
+                "unprofiled_peak_allocated_mib", "unprofiled_peak_reserved_mib", "dilation_target", "host_bound"):
         assert key in run, key
     assert run["config"] == "tiny" and run["variant"] == "record" and run["reverts"] == []
     assert run["activities"] == "cpu" and run["mode"] == "timing"
     assert run["startup_steps"] == 1 and run["launch_records"] is False   # the defaults
     assert run["cuda_graphs"] is False   # "auto" turns them on only on CUDA
+    assert run["dilation_target"] == 1.03 and run["host_bound"] == {"unprofiled": None, "profiled": None}
     env = run["environment"]
     for key in ("git_revision", "torch", "triton", "cuda", "devices", "python"):
         assert key in env, key

@@ -323,7 +323,8 @@ def test_dilation_warning_from_run_json(capsys, tmp_path):
                                        "dilation": 1.2})
     rep = report_json(capsys, tmp_path)
     assert rep["run"] == {"dilation": 1.2, "unprofiled_step_ms": [100.0], "profiled_step_ms": [120.0],
-                          "mode": "full", "cuda_graphs": None, "unprofiled_host_ms": [], "profiled_host_ms": []}
+                          "mode": "full", "cuda_graphs": None, "unprofiled_host_ms": [], "profiled_host_ms": [],
+                          "host_bound": {"unprofiled": None, "profiled": None}}
     dilated = [w for w in rep["warnings"] if "dilated" in w]
     assert len(dilated) == 1 and "1.20" in dilated[0] and "run.json" in dilated[0]
     rc, out, _ = report(capsys, tmp_path)
@@ -345,6 +346,26 @@ def test_dilation_warning_says_when_the_host_was_the_critical_path(capsys, tmp_p
     rc, out, _ = report(capsys, tmp_path)
     host = 118.0 if bound else 85.0
     assert f"host done {host:.1f} ms into the profiled step (71.0 unprofiled)" in out
+
+
+@pytest.mark.parametrize("given", [None, True, False])
+def test_warning_when_the_unprofiled_steps_were_host_bound(capsys, tmp_path, given):
+    write_json(tmp_path / "rank-0.trace.json", synthetic_trace())
+    # Host medians 272.0 of 272.5 ms unprofiled steps (0.95 x 272.5 = 258.9): host-bound by the times.
+    run = {"unprofiled_step_ms": [272.0, 272.5, 273.0], "profiled_step_ms": [290.0, 291.0, 289.0],
+           "unprofiled_host_ms": [271.0, 272.0, 272.5], "profiled_host_ms": [289.0, 290.0, 288.0]}
+    if given is not None:
+        # run.json's own verdict wins over the times (a CPU run writes None: the host is the device).
+        run["host_bound"] = {"unprofiled": given, "profiled": given}
+    write_json(tmp_path / "run.json", run)
+    rep = report_json(capsys, tmp_path)
+    bound = given is not False
+    assert rep["run"]["host_bound"] == {"unprofiled": bound, "profiled": bound}
+    warned = [w for w in rep["warnings"] if "unprofiled steps were host-bound" in w]
+    assert len(warned) == int(bound)
+    if bound:
+        assert "returned 272.0 ms into each 272.5 ms unprofiled step" in warned[0]
+        assert "run.json" in warned[0]
 
 
 def test_run_line_says_when_micro_batches_were_graph_replays(capsys, tmp_path):

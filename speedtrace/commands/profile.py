@@ -15,7 +15,11 @@ versions, device, profiler mode, unprofiled and profiled step and host times, di
 markers).
 
 Dilation = median profiled step time / median unprofiled step time, both timed between
-device synchronisations, leaving out the last active step (its end writes the trace).
+device synchronisations, leaving out the last active step (its end writes the trace). Targets on the
+speedrun config: 1.03 in timing mode, 1.05 in full mode; above its target the command warns and
+says whether the host held the steps up: the profiled ones only (the profiler's host work, or a host
+slower than before, lengthened them) or the unprofiled ones too (the host was slower than the GPU at
+the time: run again when it is quiet).
 
 modes:
   timing  on CUDA the trainer replays each micro-batch's forward and backward as CUDA graphs

@@ -1,0 +1,61 @@
+"""profiling.verdict: the modes' dilation targets and whether the host set the steps' length."""
+
+import pytest
+
+from speedtrace.profiling.verdict import dilation_note, host_bound, host_times
+
+
+@pytest.mark.parametrize("host, step, expected", [
+    ([95.0, 1.0, 99.0], [100.0, 100.0, 100.0], True),    # median host 95.0 = 0.95 x 100
+    ([94.9, 94.9], [100.0, 100.0], False),
+    ([200.0, 199.0, 10.0], [200.0, 201.0, 199.0], True),  # medians 199 and 200
+    ([], [100.0], None),
+    ([90.0], [], None),
+])
+def test_host_bound_compares_medians(host, step, expected):
+    assert host_bound(host, step) is expected
+
+
+def _run(mode="full", dilation=1.10, unprofiled=False, profiled=True, graphs=False):
+    # Step medians 220.0 (unprofiled) and 242.0 (profiled); host medians 190.0 and 240.0.
+    return {"mode": mode, "dilation": dilation, "cuda_graphs": graphs,
+            "unprofiled_step_ms": [219.0, 220.0, 221.0], "unprofiled_host_ms": [189.0, 190.0, 250.0],
+            "profiled_step_ms": [242.0, 241.0, 243.0], "profiled_host_ms": [240.0, 239.0, 241.0],
+            "host_bound": {"unprofiled": unprofiled, "profiled": profiled}}
+
+
+def test_host_times_reads_the_medians():
+    assert host_times(_run(), "profiled") == "the step function returned 240.0 ms into each 242.0 ms profiled step"
+    assert host_times(_run(), "unprofiled") == "the step function returned 190.0 ms into each 220.0 ms unprofiled step"
+
+
+@pytest.mark.parametrize("run", [
+    _run(dilation=1.05),                       # full mode's target is 1.05: not above it
+    _run(mode="timing", dilation=1.03),
+    _run(mode="other"),                        # no target for an unknown mode
+    _run(dilation=None),
+    _run(profiled=None, unprofiled=None),      # a CPU run: no host verdict
+])
+def test_no_note_within_target_or_without_a_verdict(run):
+    assert dilation_note(run) is None
+
+
+def test_note_when_the_profiled_steps_were_host_bound():
+    note = dilation_note(_run())
+    assert note.startswith("dilation 1.100 is above full mode's target 1.05: the profiled steps were host-bound")
+    assert "returned 240.0 ms into each 242.0 ms profiled step" in note
+    assert "returned 190.0 ms into each 220.0 ms unprofiled step" in note
+    assert "CUDA graphs" in note
+    # A graphed step is told nothing about graphs.
+    assert "CUDA graphs" not in dilation_note(_run(mode="timing", dilation=1.04, graphs=True))
+
+
+def test_note_when_even_the_unprofiled_steps_were_host_bound():
+    note = dilation_note(_run(unprofiled=True))
+    assert "even the unprofiled steps were host-bound" in note and "190.0 ms into each 220.0 ms" in note
+    assert "run again" in note
+
+
+def test_note_when_the_host_was_not_the_critical_path():
+    note = dilation_note(_run(mode="timing", dilation=1.031, profiled=False))
+    assert note.startswith("dilation 1.031 is above timing mode's target 1.03; the host was not the critical path")
