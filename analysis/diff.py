@@ -525,8 +525,22 @@ def _warnings(before: Side, after: Side, per_step: bool, differences: list[str])
         out.append(f"the sides have different ranks (before: {_ranks_text(before)}; after: "
                    f"{_ranks_text(after)}); each side's metrics are means over its own ranks")
     for side in (before, after):
+        out += _host_bound_warnings(side.trace_set)
         out += [w for w in side.trace_set.warnings if w not in out]
     return out
+
+
+def _host_bound_warnings(trace_set: TraceSet) -> list[str]:
+    """A side whose profiled steps waited on the host: its step times and idle time are the host's."""
+    from speedtrace.analysis.report import run_summary
+    from speedtrace.profiling.verdict import host_times
+
+    run = run_summary(trace_set.run)
+    if not run or not run["host_bound"]["profiled"]:
+        return []
+    return [f"{trace_set.path}: the profiled steps were host-bound ({host_times(run, 'profiled')}): its step "
+            "times and idle time measure the host as much as the GPU, so compare kernel counts and kernel "
+            "times rather than those"]
 
 
 # ----------------------------------------------------------------------------- the document

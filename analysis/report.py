@@ -94,7 +94,8 @@ def run_summary(run: dict | None) -> dict | None:
             "cuda_graphs": run.get("cuda_graphs") if isinstance(run.get("cuda_graphs"), bool) else None,
             "unprofiled_host_ms": _number_list(run.get("unprofiled_host_ms")),
             "profiled_host_ms": _number_list(run.get("profiled_host_ms")),
-            "host_bound": {kind: _host_bound(run, kind) for kind in ("unprofiled", "profiled")}}
+            "host_bound": {kind: _host_bound(run, kind) for kind in ("unprofiled", "profiled")},
+            "dilation_target": _number(run.get("dilation_target"))}
 
 
 def _host_bound(run: dict, kind: str) -> bool | None:
@@ -284,7 +285,8 @@ def _run_line(run: dict | None) -> str | None:
         return None
     parts = []
     if _number(run.get("dilation")) is not None:
-        parts.append(f"dilation {run['dilation']:.3f}")
+        target = run.get("dilation_target")
+        parts.append(f"dilation {run['dilation']:.3f}" + (f" (target {target})" if target else ""))
     if run.get("profiled_step_ms") and run.get("unprofiled_step_ms"):
         parts.append(f"profiled {_median(run['profiled_step_ms']):.1f} ms per step vs "
                      f"{_median(run['unprofiled_step_ms']):.1f} ms unprofiled")

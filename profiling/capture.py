@@ -224,8 +224,9 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         "unprofiled_host_ms": [round(t, 4) for t in unprofiled_host_ms],
         "profiled_host_ms": [round(t, 4) for t in profiled_host_ms],
         "dilation": round(dilation, 4) if dilation else None,
-        "dilation_target": DILATION_TARGETS.get(settings.mode),
-        # Only an asynchronous device can run behind the host; on a CPU the host is the device.
+        # Only an asynchronous device can run behind the host; on a CPU the host is the device, and
+        # neither the targets nor a host verdict apply.
+        "dilation_target": DILATION_TARGETS.get(settings.mode) if on_cuda else None,
         "host_bound": {"unprofiled": host_bound(unprofiled_host_ms, unprofiled_ms) if on_cuda else None,
                        "profiled": host_bound(profiled_host_ms, profiled_ms) if on_cuda else None},
         "unprofiled_peak_allocated_mib": round(peak_mib, 1) if peak_mib is not None else None,

@@ -302,6 +302,20 @@ def test_cuda_graphs_on_one_side_only_warn(tmp_path):
     assert d["verdict"].startswith("Warning")
 
 
+@pytest.mark.parametrize("host_ms, bound", [([242.0, 243.0, 241.0], True), ([200.0, 201.0, 199.0], False)])
+def test_a_host_bound_side_is_named(tmp_path, host_ms, bound):
+    layouts = [layout_after(g) for g in (100, 102, 98)]
+    # Medians: host 242.0 (or 200.0) of 244.0 ms profiled steps; 0.95 x 244 = 231.8.
+    run = {"mode": "full", "dilation": 1.07, "unprofiled_step_ms": [228.0], "unprofiled_host_ms": [198.0],
+           "profiled_step_ms": [244.0, 245.0, 243.0], "profiled_host_ms": host_ms}
+    before = make_set(tmp_path, "b", layouts, run={**run, "profiled_host_ms": [200.0, 201.0, 199.0]})
+    after = make_set(tmp_path, "a", layouts, run=run)
+    named = [w for w in build_diff(load(before), load(after))["warnings"] if "host-bound" in w]
+    assert len(named) == int(bound)
+    if bound:
+        assert named[0].startswith(str(after)) and "returned 242.0 ms into each 244.0 ms profiled step" in named[0]
+
+
 def test_whole_trace_basis_when_one_side_has_no_steps(tmp_path):
     before = make_set(tmp_path, "b", [layout_before(g) for g in (100, 102, 98)])
     after = make_set(tmp_path, "a", [layout_after(100)], annotate_steps=False)

@@ -324,7 +324,7 @@ def test_dilation_warning_from_run_json(capsys, tmp_path):
     rep = report_json(capsys, tmp_path)
     assert rep["run"] == {"dilation": 1.2, "unprofiled_step_ms": [100.0], "profiled_step_ms": [120.0],
                           "mode": "full", "cuda_graphs": None, "unprofiled_host_ms": [], "profiled_host_ms": [],
-                          "host_bound": {"unprofiled": None, "profiled": None}}
+                          "host_bound": {"unprofiled": None, "profiled": None}, "dilation_target": None}
     dilated = [w for w in rep["warnings"] if "dilated" in w]
     assert len(dilated) == 1 and "1.20" in dilated[0] and "run.json" in dilated[0]
     rc, out, _ = report(capsys, tmp_path)
@@ -346,6 +346,15 @@ def test_dilation_warning_says_when_the_host_was_the_critical_path(capsys, tmp_p
     rc, out, _ = report(capsys, tmp_path)
     host = 118.0 if bound else 85.0
     assert f"host done {host:.1f} ms into the profiled step (71.0 unprofiled)" in out
+
+
+def test_run_line_shows_the_mode_target(capsys, tmp_path):
+    write_json(tmp_path / "rank-0.trace.json", synthetic_trace())
+    write_json(tmp_path / "run.json", {"unprofiled_step_ms": [228.0], "profiled_step_ms": [245.0], "dilation": 1.0741,
+                                       "mode": "full", "dilation_target": 1.05})
+    assert report_json(capsys, tmp_path)["run"]["dilation_target"] == 1.05
+    rc, out, _ = report(capsys, tmp_path)
+    assert "dilation 1.074 (target 1.05)" in out
 
 
 @pytest.mark.parametrize("given", [None, True, False])
