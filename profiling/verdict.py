@@ -28,8 +28,11 @@ def host_bound(host_ms: list[float], step_ms: list[float]) -> bool | None:
 def host_times(run: dict, kind: str) -> str:
     """'the step function returned H ms into each S ms <kind> step' from run.json's medians; kind
     is "unprofiled" or "profiled"."""
-    host, step = statistics.median(run[f"{kind}_host_ms"]), statistics.median(run[f"{kind}_step_ms"])
-    return f"the step function returned {host:.1f} ms into each {step:.1f} ms {kind} step"
+    host, step = run.get(f"{kind}_host_ms"), run.get(f"{kind}_step_ms")
+    if not host or not step:
+        return f"run.json has no {kind} host and step times"
+    return (f"the step function returned {statistics.median(host):.1f} ms into each "
+            f"{statistics.median(step):.1f} ms {kind} step")
 
 
 def dilation_note(run: dict) -> str | None:

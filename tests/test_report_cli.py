@@ -348,6 +348,14 @@ def test_dilation_warning_says_when_the_host_was_the_critical_path(capsys, tmp_p
     assert f"host done {host:.1f} ms into the profiled step (71.0 unprofiled)" in out
 
 
+def test_a_host_verdict_without_host_times_is_no_traceback(capsys, tmp_path):
+    write_json(tmp_path / "rank-0.trace.json", synthetic_trace())
+    write_json(tmp_path / "run.json", {"dilation": 1.2, "host_bound": {"unprofiled": True, "profiled": True}})
+    rep = report_json(capsys, tmp_path)
+    assert any("run.json has no unprofiled host and step times" in w for w in rep["warnings"])
+    assert any("run.json has no profiled host and step times" in w for w in rep["warnings"])
+
+
 def test_run_line_shows_the_mode_target(capsys, tmp_path):
     write_json(tmp_path / "rank-0.trace.json", synthetic_trace())
     write_json(tmp_path / "run.json", {"unprofiled_step_ms": [228.0], "profiled_step_ms": [245.0], "dilation": 1.0741,

@@ -27,6 +27,8 @@ def _run(mode="full", dilation=1.10, unprofiled=False, profiled=True, graphs=Fal
 def test_host_times_reads_the_medians():
     assert host_times(_run(), "profiled") == "the step function returned 240.0 ms into each 242.0 ms profiled step"
     assert host_times(_run(), "unprofiled") == "the step function returned 190.0 ms into each 220.0 ms unprofiled step"
+    # A run.json whose verdict came without its times is named, not a traceback.
+    assert host_times({"profiled_step_ms": [1.0]}, "profiled") == "run.json has no profiled host and step times"
 
 
 @pytest.mark.parametrize("run", [
