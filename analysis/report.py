@@ -14,7 +14,7 @@ from typing import Any
 
 from speedtrace.analysis.tables import md_escape, md_table, text_table
 from speedtrace.errors import SpeedtraceError
-from speedtrace.profiling.verdict import host_bound, host_times
+from speedtrace.profiling.verdict import host_bound, host_times, steal_text
 
 SCHEMA = "speedtrace.report/1"
 DILATION_LIMIT = 1.10  # above this the run's profiled steps are visibly slower than untraced ones
@@ -95,7 +95,9 @@ def run_summary(run: dict | None) -> dict | None:
             "unprofiled_host_ms": _number_list(run.get("unprofiled_host_ms")),
             "profiled_host_ms": _number_list(run.get("profiled_host_ms")),
             "host_bound": {kind: _host_bound(run, kind) for kind in ("unprofiled", "profiled")},
-            "dilation_target": _number(run.get("dilation_target"))}
+            "dilation_target": _number(run.get("dilation_target")),
+            "steal_ms": {kind: _number((run.get("steal_ms") or {}).get(kind)) if isinstance(run.get("steal_ms"), dict)
+                         else None for kind in ("unprofiled", "profiled")}}
 
 
 def _host_bound(run: dict, kind: str) -> bool | None:
@@ -293,6 +295,9 @@ def _run_line(run: dict | None) -> str | None:
     if run.get("profiled_host_ms") and run.get("unprofiled_host_ms"):
         parts.append(f"host done {_median(run['profiled_host_ms']):.1f} ms into the profiled step "
                      f"({_median(run['unprofiled_host_ms']):.1f} unprofiled)")
+    stolen = steal_text(run)
+    if stolen:
+        parts.append(stolen)
     if run.get("mode"):
         parts.append(f"mode {run['mode']}")
     if run.get("cuda_graphs"):

@@ -21,7 +21,7 @@ from typing import Callable
 
 from speedtrace.errors import warn
 from speedtrace.profiling.markers import MARKER_KERNEL, launch_marker
-from speedtrace.profiling.runmeta import environment
+from speedtrace.profiling.runmeta import cpu_steal_ms, environment
 from speedtrace.profiling.verdict import DILATION_TARGETS, dilation_note, host_bound
 
 # "timing" keeps dilation lowest; "full" keeps every CPU op and annotation (no shapes/stacks).
@@ -93,6 +93,11 @@ def _hide_profiler_from_inductor() -> None:
         autograd_profiler._is_profiler_enabled = False
 
 
+def _since(steal_before: float | None) -> float | None:
+    now = cpu_steal_ms()
+    return round(now - steal_before, 1) if now is not None and steal_before is not None else None
+
+
 def _median_ms(times: list[float]) -> float | None:
     return statistics.median(times) if times else None
 
@@ -140,6 +145,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     unprofiled_ms, unprofiled_host_ms = [], []
     if on_cuda:
         torch.cuda.reset_peak_memory_stats()
+    steal_before = cpu_steal_ms()
     for _ in range(settings.unprofiled):
         sync()
         t0 = time.perf_counter()
@@ -148,6 +154,7 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         sync()
         unprofiled_ms.append((time.perf_counter() - t0) * 1e3)
         step += 1
+    steal = {"unprofiled": _since(steal_before)}
     peak_mib = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
     # CUDA-graph pools count as allocated only while a capture runs: reserved covers replays too.
     reserved_mib = torch.cuda.max_memory_reserved() / 2**20 if on_cuda else None
@@ -176,6 +183,10 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
                 # Metadata can only be added while the profiler is collecting.
                 prof.add_metadata("speedtrace_mode", settings.mode)
                 prof.add_metadata("speedtrace_activities", activities)
+            if step == first_active:
+                steal_before = cpu_steal_ms()
+            elif step == last_active:
+                steal["profiled"] = _since(steal_before)   # the steps in the dilation's median
             sync()
             t0 = time.perf_counter()
             if active and use_markers:
@@ -229,6 +240,9 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         "dilation_target": DILATION_TARGETS.get(settings.mode) if on_cuda else None,
         "host_bound": {"unprofiled": host_bound(unprofiled_host_ms, unprofiled_ms) if on_cuda else None,
                        "profiled": host_bound(profiled_host_ms, profiled_ms) if on_cuda else None},
+        # The hypervisor's share of this machine's CPUs while the timed steps ran: where it is not
+        # zero, the host was slower than its own code made it.
+        "steal_ms": steal,
         "unprofiled_peak_allocated_mib": round(peak_mib, 1) if peak_mib is not None else None,
         "unprofiled_peak_reserved_mib": round(reserved_mib, 1) if reserved_mib is not None else None,
         "environment": environment(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -35,6 +36,17 @@ def device_properties() -> list[dict]:
             "total_memory_bytes": p.total_memory, "capability": f"{p.major}.{p.minor}",
         })
     return props
+
+
+def cpu_steal_ms(stat: str = "/proc/stat") -> float | None:
+    """CPU time the hypervisor has taken from this (virtual) machine so far, over all its CPUs, in
+    ms (Linux: the steal column of /proc/stat, in clock ticks); None where it cannot be read."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+        return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, AttributeError):
+        return None
 
 
 def environment() -> dict:

@@ -35,6 +35,18 @@ def host_times(run: dict, kind: str) -> str:
             f"{statistics.median(step):.1f} ms {kind} step")
 
 
+def steal_text(run: dict) -> str:
+    """'steal time ...: U ms during the unprofiled steps, P ms during the profiled ones' from
+    run.json's ``steal_ms`` when either is above zero, else ''."""
+    steal = run.get("steal_ms") if isinstance(run.get("steal_ms"), dict) else {}
+    u, p = steal.get("unprofiled"), steal.get("profiled")
+    if not any(isinstance(v, (int, float)) and v > 0 for v in (u, p)):
+        return ""
+    ms = ["?" if not isinstance(v, (int, float)) else f"{v:.0f}" for v in (u, p)]
+    return (f"steal time (CPU the hypervisor took from this machine): {ms[0]} ms during the unprofiled "
+            f"steps, {ms[1]} ms during the profiled ones")
+
+
 def dilation_note(run: dict) -> str | None:
     """One line for a run.json whose dilation is above its mode's target, saying what set the pace
     of its steps; None when it is within the target or cannot be judged (no dilation, no target,
@@ -45,6 +57,9 @@ def dilation_note(run: dict) -> str | None:
         return None
 
     head = f"dilation {dilation:.3f} is above {run['mode']} mode's target {target}"
+    stolen = steal_text(run)
+    if stolen:
+        head += f" ({stolen})"
     if bound.get("unprofiled"):
         return (f"{head}: even the unprofiled steps were host-bound ({host_times(run, 'unprofiled')}); the host was "
                 "slower than the GPU at the time, so both medians measure the host: run again when it is quiet")

@@ -110,6 +110,25 @@ def test_no_target_and_no_host_verdict_on_a_cpu(tmp_path):
     # targets are those of a GPU step.
     assert run["dilation_target"] is None
     assert run["host_bound"] == {"unprofiled": None, "profiled": None}
+    # Steal time is the machine's, measured on a CPU too (Linux: /proc/stat).
+    assert set(run["steal_ms"]) == {"unprofiled", "profiled"}
+    assert all(v is None or v >= 0 for v in run["steal_ms"].values())
+
+
+def test_steal_time_covers_exactly_the_timed_steps(tmp_path, monkeypatch):
+    import speedtrace.profiling.capture as capture
+
+    stolen = [0.0]
+
+    def step(n):
+        stolen[0] += 5.0   # the hypervisor takes 5 ms during every call
+
+    monkeypatch.setattr(capture, "cpu_steal_ms", lambda: stolen[0])
+    settings = prof.ProfileSettings(out_dir=tmp_path, unprofiled=3, wait=0, warmup=1, active=3)
+    run = prof.profile(step, settings, log=lambda *a: None)
+    # Not the start-up call, nor the schedule's warm-up step, nor the trace-writing last step:
+    # 3 unprofiled steps and the 2 profiled steps of the median.
+    assert run["steal_ms"] == {"unprofiled": 15.0, "profiled": 10.0}
 
 
 def test_a_dilation_note_is_printed_as_a_warning(tmp_path, monkeypatch, capsys):

@@ -59,7 +59,7 @@ def test_run_json_fields(profiled):
     for key in ("schema", "config", "variant", "reverts", "mode", "activities", "record_shapes",
                 "with_stack", "profile_memory", "unprofiled_step_ms", "profiled_step_ms", "dilation",
                 "profiled_steps", "environment", "startup_steps", "launch_records", "cuda_graphs",
-                "unprofiled_peak_allocated_mib", "unprofiled_peak_reserved_mib", "dilation_target", "host_bound"):
+                "unprofiled_peak_allocated_mib", "unprofiled_peak_reserved_mib", "dilation_target", "host_bound", "steal_ms"):
         assert key in run, key
     assert run["config"] == "tiny" and run["variant"] == "record" and run["reverts"] == []
     assert run["activities"] == "cpu" and run["mode"] == "timing"

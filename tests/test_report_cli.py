@@ -324,7 +324,8 @@ def test_dilation_warning_from_run_json(capsys, tmp_path):
     rep = report_json(capsys, tmp_path)
     assert rep["run"] == {"dilation": 1.2, "unprofiled_step_ms": [100.0], "profiled_step_ms": [120.0],
                           "mode": "full", "cuda_graphs": None, "unprofiled_host_ms": [], "profiled_host_ms": [],
-                          "host_bound": {"unprofiled": None, "profiled": None}, "dilation_target": None}
+                          "host_bound": {"unprofiled": None, "profiled": None}, "dilation_target": None,
+                          "steal_ms": {"unprofiled": None, "profiled": None}}
     dilated = [w for w in rep["warnings"] if "dilated" in w]
     assert len(dilated) == 1 and "1.20" in dilated[0] and "run.json" in dilated[0]
     rc, out, _ = report(capsys, tmp_path)
@@ -362,7 +363,12 @@ def test_run_line_shows_the_mode_target(capsys, tmp_path):
                                        "mode": "full", "dilation_target": 1.05})
     assert report_json(capsys, tmp_path)["run"]["dilation_target"] == 1.05
     rc, out, _ = report(capsys, tmp_path)
-    assert "dilation 1.074 (target 1.05)" in out
+    assert "dilation 1.074 (target 1.05)" in out and "steal" not in out
+    write_json(tmp_path / "run.json", {"unprofiled_step_ms": [228.0], "profiled_step_ms": [245.0], "dilation": 1.0741,
+                                       "steal_ms": {"unprofiled": 60.0, "profiled": 30.0}})
+    assert report_json(capsys, tmp_path)["run"]["steal_ms"] == {"unprofiled": 60.0, "profiled": 30.0}
+    rc, out, _ = report(capsys, tmp_path)
+    assert "60 ms during the unprofiled steps, 30 ms during the profiled ones" in out
 
 
 @pytest.mark.parametrize("given", [None, True, False])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from speedtrace.profiling.verdict import dilation_note, host_bound, host_times
+from speedtrace.profiling.verdict import dilation_note, host_bound, host_times, steal_text
 
 
 @pytest.mark.parametrize("host, step, expected", [
@@ -61,3 +61,27 @@ def test_note_when_even_the_unprofiled_steps_were_host_bound():
 def test_note_when_the_host_was_not_the_critical_path():
     note = dilation_note(_run(mode="timing", dilation=1.031, profiled=False))
     assert note.startswith("dilation 1.031 is above timing mode's target 1.03; the host was not the critical path")
+
+
+def test_steal_time_is_named_when_the_hypervisor_took_cpu():
+    assert steal_text(_run()) == ""                                          # no steal_ms at all
+    assert steal_text({**_run(), "steal_ms": {"unprofiled": 0.0, "profiled": 0.0}}) == ""
+    run = {**_run(), "steal_ms": {"unprofiled": 10.0, "profiled": 70.0}}
+    assert steal_text(run) == ("steal time (CPU the hypervisor took from this machine): 10 ms during the "
+                               "unprofiled steps, 70 ms during the profiled ones")
+    assert dilation_note(run).startswith("dilation 1.100 is above full mode's target 1.05 (steal time")
+    assert "?" in steal_text({**_run(), "steal_ms": {"unprofiled": None, "profiled": 30.0}})
+
+
+def test_cpu_steal_is_read_from_proc_stat(tmp_path):
+    import os
+
+    from speedtrace.profiling.runmeta import cpu_steal_ms
+
+    stat = tmp_path / "stat"
+    # cpu user nice system idle iowait irq softirq steal ...
+    stat.write_text("cpu  100 0 50 900 7 0 2 25 0 0\ncpu0 1 2 3\n")
+    assert cpu_steal_ms(str(stat)) == 25 * 1000 / os.sysconf("SC_CLK_TCK")
+    stat.write_text("cpu  100 0 50\n")             # a kernel without the column
+    assert cpu_steal_ms(str(stat)) is None
+    assert cpu_steal_ms(str(tmp_path / "missing")) is None

@@ -11,15 +11,15 @@ Build and warm up the bundled record-233 trainer, run --startup-steps steps unde
 session that is thrown away (a process's first session is slower throughout), time --unprofiled
 steps without the profiler, then run --wait + --warmup + --active steps under torch.profiler
 (validation off). Writes OUT/trace/rank-N.trace.json.gz per rank and OUT/trace/run.json (config, variant, reverted changes,
-versions, device, profiler mode, unprofiled and profiled step and host times, dilation, step
-markers).
+versions, device, profiler mode, unprofiled and profiled step and host times, dilation and its
+target, whether the host held the steps up, the hypervisor's steal time, step markers).
 
 Dilation = median profiled step time / median unprofiled step time, both timed between
 device synchronisations, leaving out the last active step (its end writes the trace). Targets on the
 speedrun config: 1.03 in timing mode, 1.05 in full mode; above its target the command warns and
 says whether the host held the steps up: the profiled ones only (the profiler's host work, or a host
 slower than before, lengthened them) or the unprofiled ones too (the host was slower than the GPU at
-the time: run again when it is quiet).
+the time: run again when it is quiet), and names any CPU time a hypervisor took meanwhile.
 
 modes:
   timing  on CUDA the trainer replays each micro-batch's forward and backward as CUDA graphs
