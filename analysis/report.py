@@ -89,6 +89,7 @@ def run_summary(run: dict | None) -> dict | None:
     dilation = _number(run.get("dilation"))
     if dilation is None and profiled and unprofiled:
         dilation = _median(profiled) / _median(unprofiled)
+    steal = run.get("steal_ms") if isinstance(run.get("steal_ms"), dict) else {}
     return {"dilation": dilation, "unprofiled_step_ms": unprofiled, "profiled_step_ms": profiled,
             "mode": run.get("mode") if isinstance(run.get("mode"), str) else None,
             "cuda_graphs": run.get("cuda_graphs") if isinstance(run.get("cuda_graphs"), bool) else None,
@@ -96,8 +97,7 @@ def run_summary(run: dict | None) -> dict | None:
             "profiled_host_ms": _number_list(run.get("profiled_host_ms")),
             "host_bound": {kind: _host_bound(run, kind) for kind in ("unprofiled", "profiled")},
             "dilation_target": _number(run.get("dilation_target")),
-            "steal_ms": {kind: _number((run.get("steal_ms") or {}).get(kind)) if isinstance(run.get("steal_ms"), dict)
-                         else None for kind in ("unprofiled", "profiled")}}
+            "steal_ms": {kind: _number(steal.get(kind)) for kind in ("unprofiled", "profiled")}}
 
 
 def _host_bound(run: dict, kind: str) -> bool | None:

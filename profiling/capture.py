@@ -183,7 +183,6 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
                 # Metadata can only be added while the profiler is collecting.
                 prof.add_metadata("speedtrace_mode", settings.mode)
                 prof.add_metadata("speedtrace_activities", activities)
-            if step == first_active:
                 steal_before = cpu_steal_ms()
             elif step == last_active:
                 steal["profiled"] = _since(steal_before)   # the steps in the dilation's median
