@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from speedtrace.trainer.config import speedrun, tiny
-from speedtrace.trainer.model import GPT, init_bound, layer_plan, shift_stationary_half
+from speedtrace.trainer.model import GPT, GateLogits, init_bound, layer_plan, shift_stationary_half
 
 LABELS = {"attn_bank", "mlp_bank", "scalars", "smear_gate", "skip_gate", "attn_gate_bank", "ve_gate_bank",
           "lm_head", "bigram_embed", "post_lambdas", "x0_lambdas", "bigram_lambdas", "resid_lambdas",
@@ -474,3 +474,54 @@ def test_gpu_compiled_speedrun_micro_batch():
         step().backward()
     torch.cuda.synchronize()
     print(f"\nspeedrun stage-1 micro-batch fwd+bwd: {(time.perf_counter() - start) * 100:.1f} ms")
+
+
+def test_gate_logits_equal_linear_with_gradients_checked_numerically():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(7, 5, 12, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(6, 12, dtype=torch.float64, generator=g, requires_grad=True)
+    torch.testing.assert_close(GateLogits.apply(x, w), x @ w.T, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(GateLogits.apply, (x, w))
+    # bf16 in, bf16 out, accumulated in fp32 like a bf16 matmul.
+    xb, wb = x.detach().bfloat16(), w.detach().bfloat16()
+    want = (xb.double() @ wb.double().T).bfloat16()
+    assert GateLogits.apply(xb, wb).dtype == torch.bfloat16
+    torch.testing.assert_close(GateLogits.apply(xb, wb), want, rtol=0, atol=0)
+
+
+def test_gates_take_one_matmul_each_for_the_weight_gradient(cfg):
+    """The 12-wide gates' forward and input gradient are element-wise (model.GateLogits): of the
+    three matmuls that F.linear would make per gate, each costing a cuBLAS call, only the weight
+    gradient's (n, T) @ (T, gate_dim) is left."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    matmuls = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+               torch.ops.aten.baddbmm.default}
+
+    class Shapes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in matmuls:
+                self.seen.append(tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor)))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(4)
+    model = GPT(cfg)
+    _randomise(model, seed=4)
+    T, G, H = 64, cfg.gate_dim, cfg.num_heads
+    assert G not in (T, T - 1, cfg.model_dim, cfg.head_dim, H, cfg.mlp_dim, cfg.vocab_size)
+    with Shapes() as mode:
+        model(*_batch(cfg, T, [0, 30, 64]), (16, 48), 56, torch.tensor([1.0]), 1 / T).backward()
+    # The mode sees the trunk's real matmuls: q/k/v and o of every attention layer, each twice
+    # more in the backward.
+    attn_layers = [p for p in layer_plan(cfg) if p.attn_slab is not None]
+    assert len(mode.seen) >= 3 * 2 * len(attn_layers)
+    gated = [s for s in mode.seen if any(G in shape for shape in s)]
+    # Spec §1.5 by hand: an output gate per attention layer and a VE gate on the five VE layers
+    # (H outputs each; a paired layer views its H as 2 × H/2 afterwards), the smear gate over
+    # T - 1 tokens and the skip gate (1 output each): one weight-gradient matmul apiece.
+    want = [((H, T), (T, G))] * (len(attn_layers) + 5) + [((1, T - 1), (T - 1, G)), ((1, T), (T, G))]
+    assert sorted(gated) == sorted(want)

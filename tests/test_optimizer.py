@@ -321,6 +321,19 @@ def test_normuon_step_per_matrix_lr_and_mantissa_precision():
         assert (opt.slots[label].state["mantissa"] != 0).any()
 
 
+def test_each_bank_updates_in_one_call_whatever_its_lr_multipliers():
+    """The mlp bank's matrices differ in lr (c_proj ×2), yet its cautious update is one call
+    per step, like the attention bank's: a call per matrix costs host time on every step."""
+    model = FakeModel(seed=3, shapes={k: FAKE_SHAPES[k] for k in ("attn_bank", "mlp_bank")})
+    opt = NorMuonAndAdam(model, tiny())
+    calls = []
+    update = opt._cautious
+    opt._cautious = lambda p, *rest: calls.append(tuple(p.shape)) or update(p, *rest)
+    run(opt, model, range(2), lambda s: fake_grads(model, s, 0))
+    # Two steps, one call per bank each, on the whole (matrices, r, c) view.
+    assert sorted(calls) == sorted([(8, 8, 8), (6, 32, 8)] * 2)
+
+
 def test_c_proj_lr_follows_global_matrix_index_on_each_rank():
     model = FakeModel(shapes={"mlp_bank": FAKE_SHAPES["mlp_bank"]})
     rank1 = NorMuonAndAdam(model, tiny(), rank=1, world_size=2)   # holds matrices 3, 4, 5

@@ -18,6 +18,8 @@ Forward map (T tokens of one packed micro-batch, B = 1 dropped; L = 11 layers):
 
 with inj[i] = x0_λ[i]·x0 + bigram_λ[i]·B (no bigram term at layer 0), MLP = relu(x·c_fcᵀ)²·c_proj,
 and Attn = QK-normed, rotary (YaRN) attention with weights from ``attn_bank`` (``_attention``).
+Every 12-wide gate product w·x[:12] goes through ``GateLogits``: F.linear's math with one cuBLAS
+call per gate instead of three.
 Which layer does what is ``layer_plan(cfg)``, the single source used by the forward and the tests.
 """
 
@@ -50,6 +52,36 @@ NUM_EXTRA_SCALARS = 3
 def norm(x: torch.Tensor) -> torch.Tensor:
     """Parameter-free RMSNorm over the last dim (F.rms_norm's default eps)."""
     return F.rms_norm(x, (x.size(-1),))
+
+
+class GateLogits(torch.autograd.Function):
+    """x (..., G) · wᵀ for a gate's weight w (n, G), the same product as F.linear, with the
+    forward and the input gradient written element-wise (accumulated in fp32, like a matmul).
+
+    The gates are 12 wide with one to six outputs. As matmuls they cost three cuBLAS calls each
+    (17 gates a micro-batch), ~25 µs of host time per call on the H200 machine, for a few µs of
+    GPU work; element-wise, Inductor folds the forward and the input gradient into its own
+    kernels. The weight gradient stays one matmul: as a compiled reduction over the tokens,
+    fused with the gate's own backward, it took ~250 µs a gate (benchmarks/RESULTS.md, seventh
+    session).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        acc = torch.promote_types(x.dtype, torch.float32)
+        return (x.to(acc).unsqueeze(-2) * w.to(acc)).sum(-1).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        acc = torch.promote_types(x.dtype, torch.float32)
+        grad_x = (grad.to(acc).unsqueeze(-1) * w.to(acc)).sum(-2).to(x.dtype)
+        grad_w = grad.reshape(-1, w.size(0)).mT @ x.reshape(-1, w.size(1))
+        return grad_x, grad_w
+
+
+gate_logits = GateLogits.apply
 
 
 def init_bound(model_dim: int) -> float:
@@ -197,7 +229,7 @@ class GPT(nn.Module):
             if layer.long_window:
                 k = shift_stationary_half(k)
             if ve is not None:
-                g = 2 * torch.sigmoid(F.linear(torch.cat([x[:, :half_gate], ve[:, :half_gate]], dim=-1), ve_gate_w))
+                g = 2 * torch.sigmoid(gate_logits(torch.cat([x[:, :half_gate], ve[:, :half_gate]], dim=-1), ve_gate_w))
                 v = v + g.view(T, H, 1) * ve.view(T, H, Dh)
         else:
             yarn = self.yarn_paired
@@ -205,10 +237,10 @@ class GPT(nn.Module):
             k = yarn.rotary(k.reshape(T, H // 2, 2 * Dh)).view(2 * T, H // 2, Dh)
             v = v.reshape(2 * T, H // 2, Dh)
             if ve is not None:
-                g = 2 * torch.sigmoid(F.linear(x[:, :cfg.gate_dim], ve_gate_w))
+                g = 2 * torch.sigmoid(gate_logits(x[:, :cfg.gate_dim], ve_gate_w))
                 v = v + g.view(2 * T, H // 2, 1) * ve.view(2 * T, H // 2, Dh)
         y = attend(q, k, v, masks, window=window, scale=yarn.attn_scale, paired=layer.paired)
-        y = y.reshape(T, H, Dh) * torch.sigmoid(F.linear(x[:, :cfg.gate_dim], gate_w)).view(T, H, 1)
+        y = y.reshape(T, H, Dh) * torch.sigmoid(gate_logits(x[:, :cfg.gate_dim], gate_w)).view(T, H, 1)
         return F.linear(y.reshape(T, D), sa[1] * w[3 * D:])
 
     def _trunk(self, inputs: torch.Tensor, cu_seqlens: torch.Tensor, bigram_ids: torch.Tensor,
@@ -239,7 +271,7 @@ class GPT(nn.Module):
 
         x = self.embed(inputs)
         G = cfg.gate_dim
-        smear = smear_l * torch.sigmoid(self.smear_gate(x[1:, :G]))
+        smear = smear_l * torch.sigmoid(gate_logits(x[1:, :G], self.smear_gate.weight))
         x = torch.cat([x[:1], x[1:] + smear * x[:-1]])
         x0 = norm(x)
         bigram = self.bigram_embed(bigram_ids)
@@ -249,7 +281,7 @@ class GPT(nn.Module):
         for layer in self.plan:
             i = layer.index
             if layer.attn_slab is None:
-                gate = torch.sigmoid(skip_l) * 2 * torch.sigmoid(self.skip_gate(x0[:, :G]))
+                gate = torch.sigmoid(skip_l) * 2 * torch.sigmoid(gate_logits(x0[:, :G], self.skip_gate.weight))
                 lane0 = lane0 + gate * skip
                 lane0 = r_mlp[i] * lane0 + p_mlp0[i] * linear_relu_square(norm(lane0), c_fc[i], c_proj[i])
                 continue

@@ -164,12 +164,15 @@ def split_fp32_(x: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor) -> None:
     lo.view(torch.int16).copy_(bits.to(torch.int16))
 
 
-def cautious_update_(p, mantissa, v, decay, lr):
+def cautious_update_(p, mantissa, v, decay, lr, lr_muls):
     """p ← p − p·mask·decay·lr − v·lr on the fp32 rebuilt from bf16 ``p`` and its ``mantissa``.
 
-    mask = (v·p ≥ 0): decay also applies where the update is zero. decay = wd·lr_base, lr = the
-    matrix's effective lr, so the shape and c_proj multipliers enter the decay once, via lr.
+    mask = (v·p ≥ 0): decay also applies where the update is zero. decay = wd·lr_base, and the
+    matrix's effective lr = lr·lr_muls, with lr_muls (matrices, 1, 1) on the device, so that the
+    shape and c_proj multipliers enter the decay once, via lr, and a bank whose matrices differ
+    in lr is still one call (at world size 1 the mlp bank's 24 matrices were 24 calls).
     """
+    lr = lr * lr_muls
     x = join_fp32(p, mantissa)
     v = v.float()
     mask = (v * x) >= 0
@@ -203,6 +206,7 @@ class _Slot:
     rows: int                                  # rows of the local slice (dim 0, or matrices)
     view: tuple[int, ...] | None = None        # NorMuon's (matrices, r, c) view
     lr_muls: tuple[float, ...] = ()            # NorMuon: per local matrix, shape × c_proj
+    lr_muls_t: torch.Tensor | None = None      # the same as an fp32 (matrices, 1, 1) device tensor
     state: dict = field(default_factory=dict)
 
     @property
@@ -302,7 +306,8 @@ class NorMuonAndAdam:
             second_momentum_buffer=torch.zeros(moment_shape, dtype=torch.float32, device=p.device),
             mantissa=torch.zeros(chunk, dtype=torch.uint16, device=p.device),
         )
-        return _Slot(label, p, spec, comms, rows, view=view, lr_muls=lr_muls, state=state)
+        lr_muls_t = torch.tensor(lr_muls, dtype=torch.float32, device=p.device).view(rows, 1, 1)
+        return _Slot(label, p, spec, comms, rows, view=view, lr_muls=lr_muls, lr_muls_t=lr_muls_t, state=state)
 
     def _range(self, label: str, phase: str):
         return record_function(f"optimizer/{label}/{phase}")
@@ -438,13 +443,8 @@ class NorMuonAndAdam:
         if slot.sharded:
             local = local[self.rank * slot.rows:(self.rank + 1) * slot.rows]
         self._decay_t.fill_(slot.spec.wd_mul * self.cfg.muon_wd * lr)
-        if len(set(slot.lr_muls)) == 1:
-            self._lr_t.fill_(slot.lr_muls[0] * lr)
-            self._cautious(local, st["mantissa"], v, self._decay_t, self._lr_t)
-        else:
-            for i, mul in enumerate(slot.lr_muls):
-                self._lr_t.fill_(mul * lr)
-                self._cautious(local[i], st["mantissa"][i], v[i], self._decay_t, self._lr_t)
+        self._lr_t.fill_(lr)
+        self._cautious(local, st["mantissa"], v, self._decay_t, self._lr_t, slot.lr_muls_t)
         return local
 
     # -------------------------------------------------------------------------------------
