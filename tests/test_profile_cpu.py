@@ -109,3 +109,42 @@ def test_negative_step_counts_are_refused(tmp_path, flag):
                            flag, "-1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"speedtrace profile: error: {flag} must not be negative"]
+
+
+def test_two_gloo_ranks_under_torchrun(tmp_path):
+    """`speedtrace profile` under torchrun: a trace per rank that says which rank it is, and each
+    label's collective phases (reduce, update, gather) inside the optimizer range on every rank."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "speedtrace", "profile", "--config", "tiny", "--device", "cpu",
+           "--start-step", str(START), "--unprofiled", str(UNPROFILED), "--wait", str(WAIT),
+           "--warmup", str(WARMUP), "--active", str(ACTIVE), "--compile-warmup", "none",
+           "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trace_dir = tmp_path / "trace"
+    assert sorted(p.name for p in trace_dir.iterdir()) == ["rank-0.trace.json.gz", "rank-1.trace.json.gz",
+                                                           "run.json"]
+    assert json.loads((trace_dir / "run.json").read_text())["world_size"] == 2
+    for rank in (0, 1):
+        with gzip.open(trace_dir / f"rank-{rank}.trace.json.gz") as f:
+            trace = json.load(f)
+        info = trace["distributedInfo"]
+        assert (info["rank"], info["world_size"], info["backend"]) == (rank, 2, "gloo")
+        ranges = _ranges(trace)
+        names = {e["name"] for e in ranges}
+        # PARAM_TABLE by hand: the attention bank is sharded (reduce-scatter, update, all-gather);
+        # scalars are replicated (all-reduce, update).
+        assert {f"optimizer/attn_bank/{p}" for p in ("reduce", "update", "gather")} <= names, rank
+        assert {"optimizer/scalars/reduce", "optimizer/scalars/update"} <= names, rank
+        outer = [e for e in ranges if e["name"] == "optimizer"]
+        for e in ranges:
+            if e["name"].startswith("optimizer/"):
+                assert any(o["tid"] == e["tid"] and o["ts"] <= e["ts"] and e["ts"] + e["dur"] <= o["ts"] + o["dur"]
+                           for o in outer), (rank, e["name"])
+    report = subprocess.run([sys.executable, "-m", "speedtrace", "report", str(trace_dir), "--format", "json"],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    # No GPU: each rank is reported from its host side, with its profiled steps.
+    hosts = json.loads(report.stdout)["hosts"]
+    assert [h["rank"] for h in hosts] == [0, 1]
+    assert all(len(h["steps"]) == ACTIVE for h in hosts)
