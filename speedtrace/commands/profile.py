@@ -41,6 +41,8 @@ examples:
   speedtrace profile --config speedrun --data DIR --start-step 10 --mode full --out runs/record
   speedtrace profile --config speedrun --data DIR --start-step 10 --mode full --variant parent --out runs/parent
   speedtrace diff runs/parent/trace runs/record/trace
+  torchrun --standalone --nproc_per_node=2 -m speedtrace profile --config tiny --device cpu --out runs/two
+        (one trace per rank; gloo on a CPU, NCCL on GPUs)
   speedtrace profile --config speedrun --data DIR --start-step 10 --out runs/timing   # graphed"""
 
 
