@@ -11,14 +11,19 @@ import pytest
 UNPROFILED, WAIT, WARMUP, ACTIVE, START = 2, 0, 1, 3, 3
 
 
+def _profile_cmd(out, launcher=()):
+    """`speedtrace profile` on the tiny config, this file's schedule; under ``python -m launcher``."""
+    prefix = [sys.executable, "-m", *launcher, "-m"] if launcher else [sys.executable, "-m"]
+    return prefix + ["speedtrace", "profile", "--config", "tiny", "--device", "cpu",
+                     "--start-step", str(START), "--unprofiled", str(UNPROFILED), "--wait", str(WAIT),
+                     "--warmup", str(WARMUP), "--active", str(ACTIVE), "--compile-warmup", "none",
+                     "--out", str(out)]
+
+
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("tinyprof")
-    cmd = [sys.executable, "-m", "speedtrace", "profile", "--config", "tiny", "--device", "cpu",
-           "--start-step", str(START), "--unprofiled", str(UNPROFILED), "--wait", str(WAIT),
-           "--warmup", str(WARMUP), "--active", str(ACTIVE), "--compile-warmup", "none",
-           "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(_profile_cmd(out), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trace_dir = out / "trace"
     with gzip.open(trace_dir / "rank-0.trace.json.gz") as f:
@@ -114,11 +119,7 @@ def test_negative_step_counts_are_refused(tmp_path, flag):
 def test_two_gloo_ranks_under_torchrun(tmp_path):
     """`speedtrace profile` under torchrun: a trace per rank that says which rank it is, and each
     label's collective phases (reduce, update, gather) inside the optimizer range on every rank."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "speedtrace", "profile", "--config", "tiny", "--device", "cpu",
-           "--start-step", str(START), "--unprofiled", str(UNPROFILED), "--wait", str(WAIT),
-           "--warmup", str(WARMUP), "--active", str(ACTIVE), "--compile-warmup", "none",
-           "--out", str(tmp_path)]
+    cmd = _profile_cmd(tmp_path, launcher=("torch.distributed.run", "--standalone", "--nproc_per_node=2"))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trace_dir = tmp_path / "trace"
