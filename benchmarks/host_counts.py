@@ -1,10 +1,10 @@
 """Per-step host work in one trace: matmul calls, launches, tiny GEMM kernels and range times.
 
-For a full-mode trace (CPU+CUDA activities) of the bundled trainer: how many ``aten::mm`` calls,
-kernel launches and ``cudaMemsetAsync`` calls each profiler step made, how many of its kernels
-were the small CUTLASS/cuBLAS GEMMs that 12-wide products get, the GPU's kernel time, and the
-host time of the trainer's ``data``, ``forward``, ``backward`` and ``optimizer`` ranges. Prints
-the median over the steps and every step's value.
+For a full-mode trace (CPU+CUDA activities) of the bundled trainer: how many ``aten::mm`` calls
+each profiler step made and their host time, its kernel launches and ``cudaMemsetAsync`` calls,
+how many of its kernels were the small CUTLASS/cuBLAS GEMMs that 12-wide products get, the GPU's
+kernel time, and the host time of the trainer's ``data``, ``forward``, ``backward`` and
+``optimizer`` ranges. Prints the median over the steps and every step's value.
 
     python benchmarks/host_counts.py TRACE.json.gz
 """
@@ -32,6 +32,7 @@ def step_rows(path: str) -> dict[str, list[float]]:
         kernels = [e for e in inside if e.get("cat") == "kernel"]
         rows["step ms"].append(step["dur"] / 1e3)
         rows["aten::mm"].append(calls["aten::mm"])
+        rows["aten::mm host ms"].append(sum(e["dur"] for e in inside if e["name"] == "aten::mm") / 1e3)
         rows["launches"].append(sum(calls[name] for name in LAUNCHES))
         rows["memsets"].append(calls["cudaMemsetAsync"])
         rows["kernels"].append(len(kernels))
