@@ -5,6 +5,7 @@ On the GPU machine, from the repository root (after `source benchmarks/gpu_shim.
     python -P benchmarks/xxt_variants.py        # plain matmul, triangle with and without the mirror, TMA
     python -P benchmarks/xxt_variants.py --v2   # tile kinds: one-operand diagonal blocks, paired blocks
     python -P benchmarks/xxt_variants.py --big  # 256x256 tiles, 8 or 16 warps
+    python -P benchmarks/xxt_variants.py --v4   # persistent flattened tile loops, register caps
     python -P benchmarks/xxt_variants.py --ws WS=True,warps=4,stages=3   # one warp-specialised config
 
 Each variant is checked against torch.bmm and timed as CUDA-graph replays (median); bmm is timed on the
@@ -345,6 +346,105 @@ def sweep_kinds(b: Bench):
                                 run_kinds(a, out, tab, TMA=tma, BATCH_FAST=bf, warps=warps, stages=stages))
 
 
+# ---- v4: persistent programs over the triangle tiles of every matrix, with the tile loop flattened
+# into the reduction loop (the next tile's loads start while this one's epilogue runs), a table
+# giving each tile its rows; and register caps that let two programs share an SM.
+@triton.jit
+def flat_xxt(a, out, tab, n_tiles, rows_total, M, K, NPROG: tl.constexpr, BLOCK: tl.constexpr,
+             BLOCK_K: tl.constexpr, FLATTEN: tl.constexpr, MIRROR: tl.constexpr):
+    a_desc = tl.make_tensor_descriptor(a, [rows_total, K], [K, 1], [BLOCK, BLOCK_K])
+    o_desc = tl.make_tensor_descriptor(out, [rows_total, M], [M, 1], [BLOCK, BLOCK])
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for t in tl.range(tl.program_id(0), n_tiles, NPROG, flatten=FLATTEN):
+        code = tl.load(tab + t)
+        base = code >> 6
+        bi = (code >> 3) & 7
+        bj = code & 7
+        acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
+        for ki in range(k_tiles):
+            left = a_desc.load([base + bi * BLOCK, ki * BLOCK_K])
+            right = a_desc.load([base + bj * BLOCK, ki * BLOCK_K])
+            acc = tl.dot(left, right.T, acc)
+        tile = acc.to(tl.bfloat16)
+        o_desc.store([base + bi * BLOCK, bj * BLOCK], tile)
+        if MIRROR:
+            if bj < bi:
+                o_desc.store([base + bj * BLOCK, bi * BLOCK], tile.T)
+
+
+def flat_table(n, M, BLOCK, device="cuda"):
+    """One int32 per tile: (matrix's first row) << 6 | block row << 3 | block column, matrix-major."""
+    nb = M // BLOCK
+    codes = [((b * M) << 6) | (i << 3) | j for b in range(n) for i in range(nb) for j in range(i + 1)]
+    return torch.tensor(codes, dtype=torch.int32, device=device)
+
+
+def run_flat(a, out, tab, NPROG=132, BLOCK=128, BLOCK_K=64, FLATTEN=True, MIRROR=True, warps=8, stages=3,
+             maxnreg=None):
+    n, M, Kd = a.shape
+    extra = {} if maxnreg is None else {"maxnreg": maxnreg}
+    return flat_xxt[(NPROG,)](a, out, tab, tab.numel(), n * M, M, Kd, NPROG=NPROG, BLOCK=BLOCK,
+                              BLOCK_K=BLOCK_K, FLATTEN=FLATTEN, MIRROR=MIRROR, num_warps=warps,
+                              num_stages=stages, **extra)
+
+
+def occupancy(kernel, warps) -> str:
+    """Registers, spills, shared memory and how many programs fit on one H200 SM."""
+    try:
+        regs, spills, smem = kernel.n_regs, kernel.n_spills, kernel.metadata.shared
+    except AttributeError:
+        return "occupancy n/a"
+    by_regs = 65536 // max(1, regs * 32 * warps)
+    by_smem = (227 * 1024) // max(1, smem + 1024)
+    return f"regs {regs} spills {spills} smem {smem // 1024} KiB -> {min(by_regs, by_smem)} per SM"
+
+
+def sweep_v4(b: Bench, budget_s: float = 200.0):
+    """Most telling variants first; no new variant starts after ``budget_s`` seconds."""
+    a, out = b.a, b.out
+    n, M, _ = a.shape
+    tab = flat_table(n, M, 128)
+    assert tab.numel() == n * triangle_tiles(M, 128)
+
+    def ptr(warps, stages, maxnreg=None):
+        extra = {} if maxnreg is None else {"maxnreg": maxnreg}
+        return ptr_xxt[(triangle_tiles(M, 128), n)](a, out, M, M, BLOCK=128, BLOCK_K=64, MIRROR=True,
+                                                     FULL=False, num_warps=warps, num_stages=stages, **extra)
+
+    def flat(**kw):
+        return lambda: run_flat(a, out, tab, **kw)
+
+    trials = [
+        ("ptr triangle mirror w8 s3 (shipped shape)", lambda: ptr(8, 3), 8),
+        ("ptr triangle mirror w8 s3 maxnreg=128", lambda: ptr(8, 3, 128), 8),
+        ("ptr triangle mirror w4 s3", lambda: ptr(4, 3), 4),
+        ("flat nprog=132 flatten w8 s3", flat(), 8),
+        ("flat nprog=264 flatten w8 s3", flat(NPROG=264), 8),
+        ("flat nprog=132 unflattened w8 s3", flat(FLATTEN=False), 8),
+        ("flat nprog=264 flatten w8 s3 maxnreg=128", flat(NPROG=264, maxnreg=128), 8),
+        ("flat nprog=132 flatten w8 s4", flat(stages=4), 8),
+        ("flat nprog=264 flatten w4 s3", flat(NPROG=264, warps=4), 4),
+        ("flat nprog=132 flatten w8 s2 bk=128", flat(stages=2, BLOCK_K=128), 8),
+        ("tma 2-D persistent flatten FULL (core rate) s3",
+         lambda: run_tma(a, out, FULL=True, PERSISTENT=True, FLATTEN=True, DIM3=False), 8),
+        ("tma 2-D persistent flatten triangle s3",
+         lambda: run_tma(a, out, PERSISTENT=True, FLATTEN=True, DIM3=False), 8),
+        ("flat nprog=264 flatten w8 s4", flat(NPROG=264, stages=4), 8),
+        ("flat nprog=264 flatten w4 s4", flat(NPROG=264, warps=4, stages=4), 4),
+    ]
+    t0 = time.time()
+    for name, fn, warps in trials:
+        if time.time() - t0 > budget_s:
+            print(f"budget of {budget_s:.0f}s spent: {name} and later variants not run", flush=True)
+            break
+        b.trial(name, fn)
+        try:
+            print("    " + occupancy(fn(), warps), flush=True)
+        except Exception as exc:  # noqa: BLE001
+            print(f"    occupancy: {type(exc).__name__}", flush=True)
+    b.trial("flat nprog=132 flatten w8 s3, no mirror", flat(MIRROR=False), check=False)
+
+
 # ---- v3: warp-specialised reduction loop (a producer warp feeds TMA loads to the MMA warps).
 @triton.jit
 def ws_xxt(a, out, n, M, K, tiles, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, WS: tl.constexpr,
@@ -401,7 +501,8 @@ def main():
         return one_ws(sys.argv[sys.argv.index("--ws") + 1], "--compile-only" in sys.argv)
     b = Bench()
     b.references()
-    (sweep_kinds if "--v2" in sys.argv else sweep_big if "--big" in sys.argv else sweep_plain)(b)
+    sweep = {"--v2": sweep_kinds, "--big": sweep_big, "--v4": sweep_v4}
+    next((f for flag, f in sweep.items() if flag in sys.argv), sweep_plain)(b)
     b.best()
     return 0
 

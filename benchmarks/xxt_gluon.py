@@ -1,0 +1,222 @@
+"""a·aᵀ on the attention bank (40, 768, 768) written in Gluon, Triton's lower-level dialect.
+
+Triton 3.6's ``tl.dot`` pipeline reaches ~70% of cuBLAS's per-tile rate at a reduction depth of
+768 (benchmarks/RESULTS.md, Kernels, third session), too little for the triangle of 21 of 36 tiles
+to beat 0.8× bmm. Gluon exposes what that pipeline hides: persistent programs that walk a table
+of lower-triangle tiles, TMA loads kept NUM_BUF - 1 steps ahead of the asynchronous warpgroup
+MMAs across tile boundaries (the next tile's loads are in flight during this tile's epilogue),
+and TMA stores of each tile and its mirror that complete while the next tile computes.
+
+On the GPU machine (after `source benchmarks/gpu_shim.sh`):
+
+    python -P benchmarks/xxt_gluon.py                          # check against bmm, time CONFIGS
+    python -P benchmarks/xxt_gluon.py --configs "64,4,0,1;64,5,0,1"   # chosen configurations
+
+A configuration is "BLOCK_K,NUM_BUF,programs,IN_FLIGHT" (0 programs: one per SM). Results are in
+benchmarks/RESULTS.md (Kernels, eighth session); IN_FLIGHT = 1 compiles for sm_90 but has not yet
+run on a GPU.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+BLOCK = 128
+
+
+@gluon.jit
+def _issue_load(g, total, k_steps, tab, pid, nprog, a_desc, bars, a_bufs, b_bufs,
+                BLOCK: gl.constexpr, BLOCK_K: gl.constexpr, NUM_BUF: gl.constexpr):
+    """Start the TMA loads of this program's flat step g (tile g // k_steps, slab g % k_steps)."""
+    pred = g < total
+    tile = pid + gl.minimum(g // k_steps, (total - 1) // k_steps) * nprog
+    code = gl.load(tab + tile)
+    base = code >> 6
+    bi = (code >> 3) & 7
+    bj = code & 7
+    k = (g % k_steps) * BLOCK_K
+    slot = g % NUM_BUF
+    bar = bars.index(slot)
+    mbarrier.expect(bar, 2 * a_desc.block_type.nbytes, pred=pred)
+    tma.async_copy_global_to_shared(a_desc, [base + bi * BLOCK, k], bar, a_bufs.index(slot), pred)
+    tma.async_copy_global_to_shared(a_desc, [base + bj * BLOCK, k], bar, b_bufs.index(slot), pred)
+
+
+@gluon.jit
+def _consume(g, total, k_steps, tab, pid, nprog, a_desc, bars, a_bufs, b_bufs, acc, use_acc,
+             BLOCK: gl.constexpr, BLOCK_K: gl.constexpr, NUM_BUF: gl.constexpr, IN_FLIGHT: gl.constexpr):
+    """Issue the MMA of flat step g once its slabs have landed, then the loads of step g + NUM_BUF - 1.
+
+    IN_FLIGHT = 0 waits for the previous MMA before issuing this one; 1 issues this one first and
+    then waits for the previous, so the tensor cores always have the next MMA queued. Either way the
+    previous MMA is done before its slot (the one the next load fills) is reused.
+    """
+    slot = g % NUM_BUF
+    mbarrier.wait(bars.index(slot), (g // NUM_BUF) & 1)
+    if IN_FLIGHT == 0:
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    acc = warpgroup_mma(a_bufs.index(slot), b_bufs.index(slot).permute((1, 0)), acc, use_acc=use_acc,
+                        is_async=True)
+    if IN_FLIGHT == 1:
+        acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc, ))
+    _issue_load(g + NUM_BUF - 1, total, k_steps, tab, pid, nprog, a_desc, bars, a_bufs, b_bufs,
+                BLOCK, BLOCK_K, NUM_BUF)
+    return acc
+
+
+@gluon.jit
+def gluon_xxt_kernel(a_desc, o_desc, tab, n_tiles, K, BLOCK_K: gl.constexpr, NUM_BUF: gl.constexpr,
+                     IN_FLIGHT: gl.constexpr,
+                     num_warps: gl.constexpr):
+    BLOCK: gl.constexpr = o_desc.block_type.shape[0]
+    dtype: gl.constexpr = a_desc.dtype
+    pid = gl.program_id(0)
+    nprog = gl.num_programs(0)
+    k_steps = K // BLOCK_K
+    my_tiles = (n_tiles - pid + nprog - 1) // nprog
+    total = my_tiles * k_steps
+
+    a_bufs = gl.allocate_shared_memory(dtype, [NUM_BUF, BLOCK, BLOCK_K], a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(dtype, [NUM_BUF, BLOCK, BLOCK_K], a_desc.layout)
+    c_smem = gl.allocate_shared_memory(dtype, [BLOCK, BLOCK], o_desc.layout)
+    ct_smem = gl.allocate_shared_memory(dtype, [BLOCK, BLOCK], o_desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(NUM_BUF):
+        mbarrier.init(bars.index(s), count=1)
+
+    mma_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                         instr_shape=[16, BLOCK, 16])
+    acc = gl.zeros((BLOCK, BLOCK), dtype=gl.float32, layout=mma_layout)
+
+    # Loads run NUM_BUF - 1 steps ahead of the MMAs, across tile boundaries.
+    for ahead in gl.static_range(NUM_BUF - 1):
+        _issue_load(ahead, total, k_steps, tab, pid, nprog, a_desc, bars, a_bufs, b_bufs, BLOCK, BLOCK_K, NUM_BUF)
+
+    for t in range(my_tiles):
+        code = gl.load(tab + pid + t * nprog)
+        base = code >> 6
+        bi = (code >> 3) & 7
+        bj = code & 7
+        # The first slab starts a fresh accumulator; acc is a pending-MMA token from here on.
+        g = t * k_steps
+        acc = _consume(g, total, k_steps, tab, pid, nprog, a_desc, bars, a_bufs, b_bufs, acc, False,
+                       BLOCK, BLOCK_K, NUM_BUF, IN_FLIGHT)
+        for kk in range(1, k_steps):
+            acc = _consume(g + kk, total, k_steps, tab, pid, nprog, a_desc, bars, a_bufs, b_bufs, acc, True,
+                           BLOCK, BLOCK_K, NUM_BUF, IN_FLIGHT)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        c = acc.to(dtype)
+        # The previous tile's stores read c_smem and ct_smem until they complete.
+        tma.store_wait(pendings=0)
+        c_smem.store(c)
+        if bj < bi:
+            ct_smem.store(gl.permute(c, (1, 0)))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [base + bi * BLOCK, bj * BLOCK], c_smem)
+        if bj < bi:
+            tma.async_copy_shared_to_global(o_desc, [base + bj * BLOCK, bi * BLOCK], ct_smem)
+    tma.store_wait(pendings=0)
+    for s in gl.static_range(NUM_BUF):
+        mbarrier.invalidate(bars.index(s))
+
+
+def tile_table(n: int, side: int, device) -> torch.Tensor:
+    """One int32 per lower-triangle tile, matrix-major: first row << 6 | block row << 3 | block col."""
+    nb = side // BLOCK
+    assert side % BLOCK == 0 and nb <= 8 and n * side < 2 ** 25
+    codes = [((b * side) << 6) | (i << 3) | j for b in range(n) for i in range(nb) for j in range(i + 1)]
+    return torch.tensor(codes, dtype=torch.int32, device=device)
+
+
+def gluon_xxt(a: torch.Tensor, out: torch.Tensor, tab: torch.Tensor, BLOCK_K=64, NUM_BUF=4, num_warps=8,
+              nprog=None, IN_FLIGHT=0):
+    n, side, depth = a.shape
+    assert depth % BLOCK_K == 0
+    a_layout = gl.NVMMASharedLayout.get_default_for([BLOCK, BLOCK_K], gl.bfloat16)
+    o_layout = gl.NVMMASharedLayout.get_default_for([BLOCK, BLOCK], gl.bfloat16)
+    a_desc = TensorDescriptor.from_tensor(a.view(n * side, depth), [BLOCK, BLOCK_K], a_layout)
+    o_desc = TensorDescriptor.from_tensor(out.view(n * side, side), [BLOCK, BLOCK], o_layout)
+    tiles = tab.numel()
+    grid = (min(tiles, nprog or torch.cuda.get_device_properties(a.device).multi_processor_count), )
+    return gluon_xxt_kernel[grid](a_desc, o_desc, tab, tiles, depth, BLOCK_K=BLOCK_K, NUM_BUF=NUM_BUF,
+                                  IN_FLIGHT=IN_FLIGHT, num_warps=num_warps)
+
+
+CONFIGS = ("64,4,0,1", "64,5,0,1", "64,4,0,0", "64,3,0,1", "64,5,120,1", "128,2,0,1")
+
+
+def _setup():
+    torch.manual_seed(0)
+    a = torch.randn(40, 768, 768, dtype=torch.bfloat16, device="cuda") / 28
+    return a, torch.bmm(a, a.mT), tile_table(40, 768, "cuda")
+
+
+def one(spec: str) -> int:
+    """Check and time one configuration ("BLOCK_K,NUM_BUF,programs,IN_FLIGHT"; 0 programs: one per SM)."""
+    from triton.testing import do_bench_cudagraph
+
+    bk, nbuf, nprog, flight = (int(x) for x in spec.split(","))
+    a, ref, tab = _setup()
+    out = torch.full_like(ref, float("nan"))
+    t0 = time.time()
+    run = lambda: gluon_xxt(a, out, tab, BLOCK_K=bk, NUM_BUF=nbuf, nprog=nprog or None,  # noqa: E731
+                            IN_FLIGHT=flight)
+    run()
+    torch.cuda.synchronize()
+    err = (out.float() - ref.float()).abs().max().item()
+    us = do_bench_cudagraph(run, rep=100, return_mode="median") * 1e3
+    print(f"RESULT {spec} {us:.2f} {err:.3e} {time.time() - t0:.1f}", flush=True)
+    return 0
+
+
+def main() -> int:
+    """Each configuration in its own process with a time limit (a barrier bug would hang it)."""
+    import subprocess
+
+    from triton.testing import do_bench, do_bench_cudagraph
+
+    from speedtrace import kernels as K
+
+    a, ref, _ = _setup()
+    out = torch.empty_like(ref)
+    bmm_us = do_bench(lambda: torch.bmm(a, a.mT, out=out), rep=200, return_mode="median") * 1e3
+    shipped_us = do_bench_cudagraph(lambda: K.xxt(a, out), rep=200, return_mode="median") * 1e3
+    print(f"bmm (stream) {bmm_us:.1f} us, target <= {0.8 * bmm_us:.1f} us; shipped xxt (graph) "
+          f"{shipped_us:.1f} us ({shipped_us / bmm_us:.3f}x)", flush=True)
+    rows = []
+    for spec in sys.argv[sys.argv.index("--configs") + 1].split(";") if "--configs" in sys.argv else CONFIGS:
+        try:
+            r = subprocess.run([sys.executable, "-P", __file__, "--one", spec], capture_output=True, text=True,
+                               timeout=90)
+            found = [line for line in r.stdout.splitlines() if line.startswith("RESULT")]
+            if not found:
+                print(f"{spec:12s} FAILED rc={r.returncode}: {(r.stderr or r.stdout)[-600:]}", flush=True)
+                continue
+            _, _, us, err, secs = found[0].split()
+        except subprocess.TimeoutExpired:
+            print(f"{spec:12s} TIMED OUT (90 s)", flush=True)
+            continue
+        us, err = float(us), float(err)
+        rows.append((us, spec, err))
+        print(f"gluon BLOCK_K,NUM_BUF,programs,IN_FLIGHT={spec:10s} {us:7.1f} us {us / bmm_us:.3f}x bmm  max err {err:.2e} "
+              f"({secs}s)", flush=True)
+    print(f"\n==== bmm {bmm_us:.1f} us, shipped xxt {shipped_us:.1f} us; Gluon, best first")
+    for us, spec, err in sorted(rows):
+        print(f"gluon {spec:10s} {us:7.1f} us {us / bmm_us:.3f}x bmm  max err {err:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(one(sys.argv[2]) if sys.argv[1:2] == ["--one"] else main())
