@@ -37,15 +37,44 @@ BLOCK = 128
 
 
 @gluon.jit
+def _tile_at(tab, tile):
+    """(first row of the matrix, block row, first block column) of table entry ``tile``."""
+    code = gl.load(tab + tile)
+    return code >> 6, (code >> 3) & 7, code & 7
+
+
+@gluon.jit
+def _my_share(n_tiles, K, BLOCK_K: gl.constexpr):
+    """This program's tiles are pid, pid + nprog, ...: (pid, nprog, slabs a tile, tiles, steps)."""
+    pid = gl.program_id(0)
+    nprog = gl.num_programs(0)
+    k_steps = K // BLOCK_K
+    my_tiles = (n_tiles - pid + nprog - 1) // nprog
+    return pid, nprog, k_steps, my_tiles, my_tiles * k_steps
+
+
+@gluon.jit
+def _load_barriers(NUM_BUF: gl.constexpr):
+    bars = gl.allocate_shared_memory(gl.int64, [NUM_BUF, 1], mbarrier.MBarrierLayout())
+    for s in gl.static_range(NUM_BUF):
+        mbarrier.init(bars.index(s), count=1)
+    return bars
+
+
+@gluon.jit
+def _finish(bars, NUM_BUF: gl.constexpr):
+    """Wait for the last stores; retire the barriers."""
+    tma.store_wait(pendings=0)
+    for s in gl.static_range(NUM_BUF):
+        mbarrier.invalidate(bars.index(s))
+
+
+@gluon.jit
 def _issue_load(g, total, k_steps, tab, pid, nprog, a_desc, b_desc, bars, a_bufs, b_bufs,
                 BLOCK: gl.constexpr, BLOCK_K: gl.constexpr, NUM_BUF: gl.constexpr):
     """Start the TMA loads of this program's flat step g (tile g // k_steps, slab g % k_steps)."""
     pred = g < total
-    tile = pid + gl.minimum(g // k_steps, (total - 1) // k_steps) * nprog
-    code = gl.load(tab + tile)
-    base = code >> 6
-    bi = (code >> 3) & 7
-    bj = code & 7
+    base, bi, bj = _tile_at(tab, pid + gl.minimum(g // k_steps, (total - 1) // k_steps) * nprog)
     k = (g % k_steps) * BLOCK_K
     slot = g % NUM_BUF
     bar = bars.index(slot)
@@ -82,11 +111,7 @@ def gluon_xxt_kernel(a_desc, o_desc, tab, n_tiles, K, BLOCK_K: gl.constexpr, NUM
                      num_warps: gl.constexpr):
     BLOCK: gl.constexpr = o_desc.block_type.shape[0]
     dtype: gl.constexpr = a_desc.dtype
-    pid = gl.program_id(0)
-    nprog = gl.num_programs(0)
-    k_steps = K // BLOCK_K
-    my_tiles = (n_tiles - pid + nprog - 1) // nprog
-    total = my_tiles * k_steps
+    pid, nprog, k_steps, my_tiles, total = _my_share(n_tiles, K, BLOCK_K)
 
     a_bufs = gl.allocate_shared_memory(dtype, [NUM_BUF, BLOCK, BLOCK_K], a_desc.layout)
     b_bufs = gl.allocate_shared_memory(dtype, [NUM_BUF, BLOCK, BLOCK_K], a_desc.layout)
@@ -106,10 +131,7 @@ def gluon_xxt_kernel(a_desc, o_desc, tab, n_tiles, K, BLOCK_K: gl.constexpr, NUM
                     NUM_BUF)
 
     for t in range(my_tiles):
-        code = gl.load(tab + pid + t * nprog)
-        base = code >> 6
-        bi = (code >> 3) & 7
-        bj = code & 7
+        base, bi, bj = _tile_at(tab + pid, t * nprog)
         # The first slab starts a fresh accumulator; acc is a pending-MMA token from here on.
         g = t * k_steps
         acc = _consume(g, total, k_steps, tab, pid, nprog, a_desc, bars, a_bufs, b_bufs, acc, False,
@@ -177,11 +199,7 @@ def gluon_xxt_pair_kernel(a_desc, b_desc, o_desc, tab, n_tiles, K, BLOCK_K: gl.c
     for the first block's stores before the second block's (less shared memory)."""
     BLOCK: gl.constexpr = o_desc.block_type.shape[0]
     dtype: gl.constexpr = a_desc.dtype
-    pid = gl.program_id(0)
-    nprog = gl.num_programs(0)
-    k_steps = K // BLOCK_K
-    my_tiles = (n_tiles - pid + nprog - 1) // nprog
-    total = my_tiles * k_steps
+    pid, nprog, k_steps, my_tiles, total = _my_share(n_tiles, K, BLOCK_K)
 
     a_bufs = gl.allocate_shared_memory(dtype, [NUM_BUF, BLOCK, BLOCK_K], a_desc.layout)
     b_bufs = gl.allocate_shared_memory(dtype, [NUM_BUF, 2 * BLOCK, BLOCK_K], b_desc.layout)
@@ -201,10 +219,7 @@ def gluon_xxt_pair_kernel(a_desc, b_desc, o_desc, tab, n_tiles, K, BLOCK_K: gl.c
                     NUM_BUF)
 
     for t in range(my_tiles):
-        code = gl.load(tab + pid + t * nprog)
-        base = code >> 6
-        bi = (code >> 3) & 7
-        bj = code & 7
+        base, bi, bj = _tile_at(tab + pid, t * nprog)
         g = t * k_steps
         acc0, acc1 = _consume_pair(g, total, k_steps, tab, pid, nprog, a_desc, b_desc, bars, a_bufs, b_bufs,
                                    acc0, acc1, False, BLOCK, BLOCK_K, NUM_BUF, IN_FLIGHT)
