@@ -35,7 +35,12 @@ font-size:12px;max-width:640px;overflow-wrap:anywhere}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 12px}
 dl.facts dt{font-weight:600} dl.facts dd{margin:0}
 .plot{width:100%;min-height:120px}
-nav.toc a{margin-right:12px}
+nav.toc{margin:8px 0 4px;font-size:13px;line-height:1.9} nav.toc a{white-space:nowrap}
+nav.toc a.sub{color:#556}
+.warnings{margin:10px 0 4px} .warnings .warning{font-weight:500}
+table caption{caption-side:top;text-align:left;font-weight:600;padding:2px 0}
+td.code{unicode-bidi:isolate}
+.figs{margin:8px 0 18px}
 """
 
 
