@@ -7,8 +7,8 @@ because then a time difference may be the profiler's rather than the change's.
 
 from __future__ import annotations
 
-from speedtrace.analysis.diff import NO_SPREAD_REL
 from speedtrace.analysis.kernel_match import op_name
+from speedtrace.analysis.noise import NO_SPREAD_REL
 
 # (totals key, words, how to phrase it) in the order a reader cares about.
 METRIC_PHRASES = (

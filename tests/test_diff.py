@@ -25,13 +25,9 @@ from conftest import shared_path
 from synth import Trace
 
 from speedtrace.analysis import kernel_match as km
-from speedtrace.analysis.diff import (
-    build_diff,
-    gap_status,
-    kernel_status,
-    pool,
-    significance,
-)
+from speedtrace.analysis import sums as sm
+from speedtrace.analysis.diff import build_diff, gap_status, kernel_status
+from speedtrace.analysis.noise import significance
 from speedtrace.analysis.diff_render import render_markdown, render_text
 from speedtrace.analysis.load import load
 from speedtrace.cli import main
@@ -189,11 +185,11 @@ def test_significance_twice_the_pooled_spread_then_welch():
 
 
 def test_pool_recomputes_percentages_from_parts():
-    rows = [{"overlap_us": 10.0, "comm_us": 20.0, "span_us": 100.0, "_sm_busy_us": 50.0,
-             "_occ_weighted": 300.0, "_occ_weight": 10.0, "comp_comm_overlap_pct": 50.0},
-            {"overlap_us": 30.0, "comm_us": 40.0, "span_us": 300.0, "_sm_busy_us": 270.0,
-             "_occ_weighted": 100.0, "_occ_weight": 10.0, "comp_comm_overlap_pct": 75.0}]
-    p = pool(rows)
+    rows = [sm.Sums(overlap_us=10.0, comm_us=20.0, span_us=100.0, sm_busy_us=50.0,
+                    occ_weighted_us=300.0, occ_weight_us=10.0),
+            sm.Sums(overlap_us=30.0, comm_us=40.0, span_us=300.0, sm_busy_us=270.0,
+                    occ_weighted_us=100.0, occ_weight_us=10.0)]
+    p = sm.totals(sm.mean(rows))
     assert p["comp_comm_overlap_pct"] == pytest.approx(100 * 40 / 60)   # not (50 + 75) / 2
     assert p["est_sm_efficiency_pct"] == pytest.approx(100 * 320 / 400)
     assert p["achieved_occupancy_pct"] == pytest.approx(400 / 20)
@@ -435,7 +431,7 @@ def test_comm_exposed_after(tmp_path):
 
 
 def test_compiled_graph_phases_group_without_their_hash():
-    from speedtrace.analysis.diff import phase_group
+    from speedtrace.analysis.metrics import phase_group
 
     assert phase_group("## Call CompiledFxGraph fly3c4t7rapjaw653kmost6gkacelgalnvuv2suesqjzru5clipe ##") \
         == "## Call CompiledFxGraph ##"
