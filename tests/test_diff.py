@@ -441,7 +441,7 @@ def test_compiled_graph_phases_group_without_their_hash():
 
 
 def test_real_record_traces_with_and_without_record_shapes():
-    # The same record-233 steps traced with record_shapes on and off (../shared/data README).
+    # The same record-233 steps traced with record_shapes on and off (data README; outside the repo).
     root = "external-traces"
     d = build_diff(load(shared_path(root, "h200-speedrun-record233")),
                    load(shared_path(root, "h200-speedrun-record233-noshapes")))
