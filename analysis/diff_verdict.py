@@ -7,8 +7,9 @@ because then a time difference may be the profiler's rather than the change's.
 
 from __future__ import annotations
 
-from speedtrace.analysis.diff import NO_SPREAD_REL
+from speedtrace.analysis.fmt import count_text, minus, time_text  # noqa: F401  (re-exported)
 from speedtrace.analysis.kernel_match import op_name
+from speedtrace.analysis.noise import NO_SPREAD_REL
 
 # (totals key, words, how to phrase it) in the order a reader cares about.
 METRIC_PHRASES = (
@@ -28,28 +29,6 @@ METRIC_PHRASES = (
 KERNELS_NAMED = 3
 GAP_GROUPS_NAMED = 3
 _GAP_WORDS = {"idle": "idle gaps", "exposed_comm": "exposed communication"}
-
-
-def minus(text: str) -> str:
-    """A typographic minus sign for negative numbers."""
-    return text.replace("-", "\u2212")
-
-
-def time_text(us: float | None) -> str:
-    """µs below a millisecond, ms above (``1,611 µs`` is kept for hundreds of µs)."""
-    if us is None:
-        return "n/a"
-    if abs(us) >= 10_000:
-        return f"{us / 1000:,.1f} ms"
-    if abs(us) >= 1000:
-        return f"{us / 1000:,.2f} ms"
-    return f"{us:,.0f} µs" if abs(us) >= 100 else f"{us:,.1f} µs"
-
-
-def count_text(n) -> str:
-    if n is None:
-        return "n/a"
-    return f"{int(n):,}" if float(n).is_integer() else f"{n:,.1f}"
 
 
 def _direction(delta: float) -> str:

@@ -26,14 +26,12 @@ from speedtrace.profiling.verdict import DILATION_TARGETS, dilation_note, host_b
 
 # "timing" keeps dilation lowest; "full" keeps every CPU op and annotation (no shapes/stacks).
 MODES = ("timing", "full")
-# Timing mode's activities (benchmarks/RESULTS.md, "Profiler dilation"). A step that launches its
-# kernels one by one is close to host-bound on the H200: the bundled trainer's dilation was within
-# 1.03 in 5 of 8 windows with CUDA only (median 1.017) and in 6 of 12 with CPU+CUDA without shapes
-# (median 1.039), so such a step is traced CUDA-only, with marker kernels for its steps. With its
-# micro-batches replayed as CUDA graphs the host is done less than half-way into the step, and
-# CPU+CUDA, which keeps the phases, optimizer ranges and gap causes, was within 1.03 in 10 of 10
-# windows, record and parent (median 1.008; CUDA only 5 of 5, median 1.007): that is the choice
-# for a graphed step.
+# Timing mode's activities, keyed by whether the step replays CUDA graphs. A step that launches
+# its kernels one by one keeps its host busy for most of the step, so CPU events (a callback per
+# op and launch) push it onto the critical path: it is traced CUDA-only, with marker kernels for
+# its steps. A graphed step's host finishes long before its GPU, so it can afford CPU+CUDA, which
+# keeps the phases, the optimizer's ranges and the gap causes. The measurements behind the choice
+# are in benchmarks/RESULTS.md ("Evidence for the profiler's defaults").
 TIMING_ACTIVITIES = {False: "cuda", True: "cpu+cuda"}   # keyed by "the step replays CUDA graphs"
 ACTIVITY_CHOICES = ("cuda", "cpu+cuda", "cpu")
 
@@ -58,8 +56,7 @@ class ProfileSettings:
     launch_records: bool = False
     # Calls of step_fn(first_step) under a profiler session that is thrown away, before the
     # unprofiled steps. A process's first profiler session runs slower throughout, beyond the
-    # schedule's warm-up steps (H200, CUDA only: dilation 1.09 in a process's first session, 1.005
-    # for the same configuration later in it; benchmarks/RESULTS.md), so its start-up is paid here.
+    # schedule's warm-up steps (benchmarks/RESULTS.md), so its start-up is paid here.
     startup_steps: int = 1
     # The step replays CUDA graphs (the bundled trainer's --cuda-graphs): its host work is small,
     # so timing mode can afford CPU events. Recorded in run.json.

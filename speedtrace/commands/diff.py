@@ -35,8 +35,9 @@ def run(args) -> int:
 
     # Imported here so that `speedtrace --help` and the other commands stay light.
     from speedtrace.analysis.diff import build_diff
-    from speedtrace.analysis.diff_render import render_markdown, render_text
+    from speedtrace.analysis.diff_sections import diff_sections
     from speedtrace.analysis.load import load
+    from speedtrace.analysis.render import render
     from speedtrace.analysis.report import jsonable
 
     before = load(args.before, progress=None)
@@ -50,5 +51,5 @@ def run(args) -> int:
     # The text forms use µ, → and −; never fail on a terminal that cannot show them.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
-    print(render_markdown(doc) if args.format == "md" else render_text(doc), end="")
+    print(render(diff_sections(doc), args.format), end="")
     return 0

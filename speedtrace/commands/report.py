@@ -95,7 +95,9 @@ def run(args) -> int:
 
     # Imported here so that `speedtrace --help` and the other commands stay light.
     from speedtrace.analysis.load import load
-    from speedtrace.analysis.report import build_report, jsonable, render_markdown, render_text
+    from speedtrace.analysis.render import render
+    from speedtrace.analysis.report import build_report, jsonable
+    from speedtrace.analysis.report_sections import report_sections
 
     trace_set = load(path, progress=None)
     report = build_report(trace_set, steps=steps, rank=rank, top=top, min_gap_us=min_gap_us)
@@ -107,8 +109,5 @@ def run(args) -> int:
     # The text forms use µ, ≥ and ·; never fail on a terminal that cannot show them.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
-    if args.format == "md":
-        print(render_markdown(report), end="")
-    else:
-        print(render_text(report), end="")
+    print(render(report_sections(report), args.format), end="")
     return 0
