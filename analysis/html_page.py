@@ -41,6 +41,9 @@ nav.toc a.sub{color:#556}
 table caption{caption-side:top;text-align:left;font-weight:600;padding:2px 0}
 td.code{unicode-bidi:isolate}
 .figs{margin:8px 0 18px}
+tr.rownote td{color:#556;font-size:12px;padding-left:28px;font-family:ui-monospace,monospace;
+overflow-wrap:anywhere}
+section.level2{margin-left:12px}
 """
 
 

@@ -54,8 +54,12 @@ def _table(t: Table) -> str:
     head = "".join(f'<th{_RIGHT if i in t.right else ""}>{_one_line(h)}</th>'
                    for i, h in enumerate(t.header))
     out.append(f"<thead><tr>{head}</tr></thead><tbody>")
-    for row in t.rows:
-        out.append("<tr>" + "".join(_cell("td", c, i, t) for i, c in enumerate(row)) + "</tr>")
+    width = max([len(t.header)] + [len(r) for r in t.rows])
+    for i, row in enumerate(t.rows):
+        out.append("<tr>" + "".join(_cell("td", c, j, t) for j, c in enumerate(row)) + "</tr>")
+        # a row's notes (what a kernel absorbed, what it was renamed from): under it, full width
+        for note in t.notes.get(i, []):
+            out.append(f'<tr class="rownote"><td colspan="{width}">{_one_line(note)}</td></tr>')
     out.append("</tbody></table>")
     if t.more:
         out.append(f'<p class="note">{_one_line(t.more)}</p>')
@@ -109,6 +113,8 @@ def _placement(doc: Document, figures: dict) -> tuple[dict[int, list], list, lis
 def _toc(doc: Document) -> str:
     links = []
     for i, s in enumerate(doc.sections):
+        if not s.title:
+            continue
         cls = ' class="sub"' if s.level > 1 else ""
         links.append(f'<a{cls} href="#s{i}">{_one_line(s.title)}</a>')
     return f'<nav class="toc">{" · ".join(links)}</nav>' if links else ""
@@ -117,7 +123,9 @@ def _toc(doc: Document) -> str:
 def _section(i: int, s: Section) -> str:
     tag = "h2" if s.level <= 1 else "h3"
     body = "\n".join(_block(b) for b in s.blocks)
-    return f'<section id="s{i}">\n<{tag}>{_one_line(s.title)}</{tag}>\n{body}\n'
+    # an untitled section (the run line, a note) is its blocks alone
+    head = f"<{tag}>{_one_line(s.title)}</{tag}>\n" if s.title else ""
+    return f'<section id="s{i}" class="level{s.level}">\n{head}{body}\n'
 
 
 def render_html(doc: Document, figures: dict[str, list] | None = None) -> str:

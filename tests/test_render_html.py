@@ -89,11 +89,29 @@ def test_warnings_come_before_every_section_and_are_styled():
     assert "second<br>warning" in out
 
 
-def test_table_of_contents_links_every_section():
-    p = parse(render_html(doc()))
+def test_table_of_contents_links_every_titled_section():
+    d = doc()
+    d.sections.insert(0, Section("run", "", [Para("run: 5 profiled steps")]))
+    out = render_html(d)
+    p = parse(out)
     hrefs = [a["href"] for t, a in p.tags if t == "a"]
     ids = [a["id"] for t, a in p.tags if t == "section"]
-    assert hrefs == ["#" + i for i in ids] and len(set(ids)) == 4
+    # the untitled first section has no heading and no entry in the contents
+    assert len(ids) == 5 and len(set(ids)) == 5
+    assert hrefs == ["#" + i for i in ids[1:]]
+    assert "run: 5 profiled steps" in out
+    assert [t for t, _ in p.tags].count("h2") == 2
+
+
+def test_row_notes_go_under_their_row_across_the_table():
+    d = doc(names=["fused_kernel", "other_kernel"])
+    d.sections[2].blocks[0].notes = {0: ["absorbed: aten::lerp (4)", "renamed from fused_0"]}
+    out = render_html(d)
+    rows = out.split("<tr")
+    i = next(k for k, r in enumerate(rows) if "fused_kernel" in r)
+    assert "absorbed: aten::lerp (4)" in rows[i + 1] and "renamed from fused_0" in rows[i + 2]
+    assert "other_kernel" in rows[i + 3]
+    assert 'colspan="3"' in rows[i + 1]
 
 
 def _figure(name: str):
