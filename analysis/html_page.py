@@ -47,6 +47,9 @@ section.level2{margin-left:12px}
 """
 
 
+DEFAULT_HEIGHT = 450  # px, plotly's own default
+
+
 def esc(text) -> str:
     """Text or an attribute value, HTML-escaped (quotes included)."""
     return html.escape("" if text is None else str(text), quote=True)
@@ -66,7 +69,10 @@ def figure_html(fig, div_id: str) -> str:
     spec = pio.to_json(fig, validate=False)
     div_id = esc(div_id)
     config = '{"responsive": true, "displaylogo": false}'
-    return (f'<div id="{div_id}" class="plot"></div>\n'
+    # A responsive plot takes its container's height: give the container the figure's own
+    # height, or plotly's usual 450 px, so that no figure is drawn squashed.
+    height = getattr(getattr(fig, "layout", None), "height", None) or DEFAULT_HEIGHT
+    return (f'<div id="{div_id}" class="plot" style="height:{int(height)}px"></div>\n'
             f'<script>(function(){{var f={spec};'
             f'Plotly.newPlot("{div_id}",f.data,f.layout,{config});}})();</script>\n')
 

@@ -28,9 +28,15 @@ CHROMEDRIVER = os.environ.get("SPEEDTRACE_CHROMEDRIVER") or "/usr/bin/chromedriv
 # JavaScript: every plotly plot on the page with its trace count and whether it finished drawing.
 _PLOTS_JS = """
 return Array.from(document.querySelectorAll('.js-plotly-plot')).map(function (gd) {
+  var full = gd._fullData || [];
   return {id: gd.id, traces: (gd.data || []).length, drawn: !!gd._fullLayout,
-          points: (gd.data || []).reduce(function (n, t) {
-            var x = t.x || t.labels || t.values || []; return n + (x.length || 0); }, 0)};
+          // points as plotly counts them (x may arrive as a typed array decoded from base64)
+          points: full.reduce(function (n, t) { return n + (t._length || 0); }, 0),
+          // traces that carry per-point hover text or a hover template
+          hover: full.filter(function (t) {
+            return t.hoverinfo !== 'skip' && t.hoverinfo !== 'none' &&
+              ((t.hovertext && t.hovertext.length) || (t.text && t.text.length) || t.hovertemplate);
+          }).length};
 });
 """
 
@@ -71,7 +77,7 @@ class PageResult:
     url: str
     console: list[dict] = field(default_factory=list)     # {"level", "message"}
     requests: list[str] = field(default_factory=list)     # every URL the page requested
-    plots: list[dict] = field(default_factory=list)       # {"id", "traces", "drawn", "points"}
+    plots: list[dict] = field(default_factory=list)       # {"id", "traces", "drawn", "points", "hover"}
     load_ms: float = 0.0                                  # navigation start to every plot drawn
 
     def errors(self) -> list[str]:
