@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import html
 
-# No network at all: scripts and styles only inline, images only as data: URIs.
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+# No network at all: scripts and styles only inline, images only as data: URIs. 'unsafe-eval':
+# plotly's WebGL traces (the timeline's Scattergl) compile their draw calls with Function()
+# (regl); without it they show "WebGL is not supported" (plotly.js issues #897, #6140).
+CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
        "img-src data:; font-src data:")
 
 STYLE = """
