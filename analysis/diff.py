@@ -40,6 +40,7 @@ from speedtrace.analysis.metrics import DeviceMetrics, device_metrics
 from speedtrace.analysis.noise import significance
 from speedtrace.analysis.sums import TOTAL_KEYS, Sums
 from speedtrace.errors import SpeedtraceError
+from speedtrace.profiling import runinfo
 
 SCHEMA = "speedtrace.diff/1"
 
@@ -291,9 +292,9 @@ def profile_of(trace_set: TraceSet) -> dict:
     from speedtrace.analysis.report import run_summary
 
     run = run_summary(trace_set.run) or {}
-    raw = trace_set.run if isinstance(trace_set.run, dict) else {}
+    info = trace_set.run or runinfo.RunInfo()
     cpu = (Cat.CPU_OP, Cat.USER_ANNOTATION, Cat.CUDA_RUNTIME, Cat.CUDA_DRIVER)
-    out = {"mode": run.get("mode"), "activities": raw.get("activities"), "cuda_graphs": run.get("cuda_graphs"),
+    out = {"mode": run.get("mode"), "activities": info.activities, "cuda_graphs": run.get("cuda_graphs"),
            "dilation": run.get("dilation"),
            "cpu_events": any(bool(np.isin(rt.events.cat, cpu).any()) for rt in trace_set.ranks)}
     for option in _DILATING_OPTIONS:

@@ -621,14 +621,19 @@ def build_figure(blocks: list[Block], *, title: str, min_gap_us: float = MIN_GAP
     return fig
 
 
-def timeline(ts: TraceSet, steps=None, ranks=None, *, min_gap_us: float = MIN_GAP_US):
-    """The GPU timeline of a loaded trace set (see the module docstring)."""
-    blocks = select_blocks(ts, steps, ranks)
+def timeline_title(ts: TraceSet, steps=None) -> str:
     rng = _step_range(steps)
     what = "" if rng is None else (f", step {rng[0]}" if rng[0] == rng[1] else f", steps {rng[0]}-{rng[1]}")
-    title = f"GPU timeline: {_label(ts.path)}{what}"
-    return build_figure(blocks, title=title, min_gap_us=min_gap_us,
-                        x_title="time since the first event (ms)")
+    return f"GPU timeline: {_label(ts.path)}{what}"
+
+
+def timeline(ts: TraceSet, steps=None, ranks=None, *, min_gap_us: float = MIN_GAP_US):
+    """The GPU timeline of a loaded trace set (see the module docstring).
+
+    ``steps``: None (all), N, or (first, last) inclusive; ``ranks``: None (all), R or a list.
+    Raises ``SpeedtraceError`` for ranks or steps the trace set lacks."""
+    return build_figure(select_blocks(ts, steps, ranks), title=timeline_title(ts, steps),
+                        min_gap_us=min_gap_us, x_title="time since the first event (ms)")
 
 
 def _steps_of(ts: TraceSet) -> list[int]:

@@ -12,12 +12,12 @@ import sys
 import time
 from functools import partial
 
-import msgspec
 import numpy as np
 
 from speedtrace.analysis.decode import NotATraceError, read_rank_trace
 from speedtrace.analysis.events import COLUMNS, GPU_ACTIVITY, EventTable, RankTrace, TraceSet
 from speedtrace.errors import SpeedtraceError, warn
+from speedtrace.profiling import runinfo
 
 RUN_JSON = "run.json"
 TRACE_SUFFIXES = (".json", ".json.gz")
@@ -57,13 +57,12 @@ def discover(path) -> tuple[list[str], dict | None, list[str]]:
     if os.path.isfile(run_path):
         try:
             with open(run_path, "rb") as f:
-                run = msgspec.json.decode(f.read())
-        except (OSError, msgspec.DecodeError) as e:
+                data = f.read()
+        except OSError as e:
             warnings.append(f"{run_path}: unreadable run metadata, ignored ({e})")
-            run = None
-        if run is not None and not isinstance(run, dict):
-            warnings.append(f"{run_path}: run metadata is not a JSON object, ignored")
-            run = None
+        else:
+            run, found = runinfo.read(data, run_path)
+            warnings += found
     return files, run, warnings
 
 

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from speedtrace.errors import SpeedtraceError
+from speedtrace.profiling import runinfo
 from speedtrace.profiling.verdict import host_bound, host_times
 
 SCHEMA = "speedtrace.report/1"
@@ -80,33 +81,34 @@ def build_report(trace_set, *, steps: tuple[int, int] | None = None, rank: int |
     }
 
 
-def run_summary(run: dict | None) -> dict | None:
-    """The report's ``run`` object from run.json; dilation is worked out when run.json omits it."""
-    if not isinstance(run, dict):
+def run_summary(run) -> dict | None:
+    """The report's ``run`` object from run.json (a ``RunInfo``); dilation is worked out when
+    run.json omits it."""
+    run = runinfo.coerce(run)
+    if run is None:
         return None
-    profiled = _number_list(run.get("profiled_step_ms"))
-    unprofiled = _number_list(run.get("unprofiled_step_ms"))
-    dilation = _number(run.get("dilation"))
+    profiled = _number_list(run.profiled_step_ms)
+    unprofiled = _number_list(run.unprofiled_step_ms)
+    dilation = _number(run.dilation)
     if dilation is None and profiled and unprofiled:
         dilation = _median(profiled) / _median(unprofiled)
-    steal = run.get("steal_ms") if isinstance(run.get("steal_ms"), dict) else {}
+    steal = run.steal_ms or runinfo.Steal()
     return {"dilation": dilation, "unprofiled_step_ms": unprofiled, "profiled_step_ms": profiled,
-            "mode": run.get("mode") if isinstance(run.get("mode"), str) else None,
-            "cuda_graphs": run.get("cuda_graphs") if isinstance(run.get("cuda_graphs"), bool) else None,
-            "unprofiled_host_ms": _number_list(run.get("unprofiled_host_ms")),
-            "profiled_host_ms": _number_list(run.get("profiled_host_ms")),
+            "mode": run.mode, "cuda_graphs": run.cuda_graphs,
+            "unprofiled_host_ms": _number_list(run.unprofiled_host_ms),
+            "profiled_host_ms": _number_list(run.profiled_host_ms),
             "host_bound": {kind: _host_bound(run, kind) for kind in ("unprofiled", "profiled")},
-            "dilation_target": _number(run.get("dilation_target")),
-            "steal_ms": {kind: _number(steal.get(kind)) for kind in ("unprofiled", "profiled")}}
+            "dilation_target": _number(run.dilation_target),
+            "steal_ms": {kind: _number(getattr(steal, kind)) for kind in ("unprofiled", "profiled")}}
 
 
-def _host_bound(run: dict, kind: str) -> bool | None:
+def _host_bound(run: runinfo.RunInfo, kind: str) -> bool | None:
     """run.json's ``host_bound`` verdict for ``kind`` (unprofiled/profiled); worked out from the
     host and step times when run.json predates the field."""
-    given = run.get("host_bound")
-    if isinstance(given, dict) and kind in given:
-        return given[kind] if isinstance(given[kind], bool) else None
-    return host_bound(_number_list(run.get(f"{kind}_host_ms")), _number_list(run.get(f"{kind}_step_ms")))
+    if run.host_bound is not None:
+        return getattr(run.host_bound, kind)
+    return host_bound(_number_list(getattr(run, f"{kind}_host_ms")),
+                      _number_list(getattr(run, f"{kind}_step_ms")))
 
 
 def _dilation_warnings(trace_set, rank_traces) -> list[str]:

@@ -70,7 +70,7 @@ def cpu_context(rank: RankTrace) -> CpuContext:
     return ctx
 
 
-def device_timeline(rank: RankTrace, device_id: int, run: dict | None = None) -> DeviceTimeline:
+def device_timeline(rank: RankTrace, device_id: int, run=None) -> DeviceTimeline:
     """Everything per GPU event of ``device_id`` on ``rank`` (see ``DeviceTimeline``)."""
     ev = rank.events
     rows = np.flatnonzero(np.isin(ev.cat, GPU_ACTIVITY) & (ev.pid == device_id))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from speedtrace.errors import warn
+from speedtrace.profiling import runinfo
 from speedtrace.profiling.markers import MARKER_KERNEL, launch_marker
 from speedtrace.profiling.runmeta import cpu_steal_ms, environment
 from speedtrace.profiling.verdict import DILATION_TARGETS, dilation_note, host_bound
@@ -209,10 +210,14 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     med_u, med_p = _median_ms(unprofiled_ms), _median_ms(profiled_ms)
     dilation = (med_p / med_u) if (med_u and med_p) else None
     log(f"profiled: {len(profiled_ms)} steps, median {med_p:.2f} ms, dilation {dilation:.3f}")
-    run = {
-        "schema": "speedtrace.run/1",
+    # The user's metadata: fields run.json knows (the trainer's config, variant, ...) stay at the
+    # top level, where older runs have them; anything else goes under "metadata".
+    given = dict(settings.metadata)
+    extra = {k: given.pop(k) for k in list(given) if k not in runinfo.FIELDS or k == "metadata"}
+    fields = {
+        "schema": runinfo.SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **settings.metadata,
+        **given,
         "mode": settings.mode,
         "activities": activities,
         "record_shapes": settings.record_shapes,
@@ -242,9 +247,15 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         "unprofiled_peak_allocated_mib": round(peak_mib, 1) if peak_mib is not None else None,
         "unprofiled_peak_reserved_mib": round(reserved_mib, 1) if reserved_mib is not None else None,
         "environment": environment(),
+        "step_markers": {"kernel": MARKER_KERNEL, "steps": active_steps} if use_markers else None,
+        "metadata": extra or None,
     }
-    if use_markers:
-        run["step_markers"] = {"kernel": MARKER_KERNEL, "steps": active_steps}
+    info, problems = runinfo.from_dict(fields, "ProfileSettings.metadata")
+    for problem in problems:
+        warn(problem)
+    # Measurements that came out empty are written as null; optional parts are left out.
+    run = runinfo.to_dict(info, keep=tuple(k for k, v in fields.items()
+                                           if v is not None or k not in ("step_markers", "metadata")))
     if rank == 0:
         (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
         note = dilation_note(run)
