@@ -53,8 +53,10 @@ DEFAULT_HEIGHT = 450  # px, plotly's own default
 
 
 def esc(text) -> str:
-    """Text or an attribute value, HTML-escaped (quotes included)."""
-    return html.escape("" if text is None else str(text), quote=True)
+    """Text or an attribute value, HTML-escaped (quotes included). The double quote becomes
+    the numeric ``&#34;`` rather than ``&quot;``: plotly's text renderer decodes numeric
+    references but not ``&quot;``, and the same escaped name goes into hover text too."""
+    return html.escape("" if text is None else str(text), quote=True).replace("&quot;", "&#34;")
 
 
 def plotly_js() -> str:

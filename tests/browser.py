@@ -48,8 +48,52 @@ if (!t || t.x == null || t.x[i] == null || t.y[i] == null) return null;
 var L = gd._fullLayout, xa = L[t.xaxis.replace('x', 'xaxis')], ya = L[t.yaxis.replace('y', 'yaxis')];
 var r = gd.getBoundingClientRect(), x = t.x[i], y = t.y[i];
 // a bar answers inside itself: aim at the middle of its length
-if (t.type === 'bar') { if (t.orientation === 'h') x = x / 2; else y = y / 2; }
+if (t.type === 'bar') {
+  var base = t.base == null ? 0 : Number(Array.isArray(t.base) || ArrayBuffer.isView(t.base) ? t.base[i] : t.base);
+  if (t.orientation === 'h') x = base + Number(x) / 2; else y = base + Number(y) / 2;
+}
 return [xa._offset + xa.d2p(x), ya._offset + ya.d2p(y), r.width, r.height];
+"""
+
+# JavaScript: a point (curve, index) of the first trace of a plot whose name contains arguments[1]
+# and whose per-point text or hover text contains arguments[2]; null when none.
+_FIND_JS = """
+var gd = document.getElementById(arguments[0]), want = arguments[1], has = arguments[2];
+var full = gd._fullData || [];
+for (var c = 0; c < full.length; c++) {
+  var t = full[c];
+  if (t.hoverinfo === 'skip' || (want && String(t.name || '').indexOf(want) < 0)) continue;
+  var texts = Array.isArray(t.hovertext) ? t.hovertext : (Array.isArray(t.text) ? t.text : null);
+  if (!texts || !t.x) continue;
+  var hits = [];
+  for (var i = 0; i < t._length; i++) {
+    if (t.x[i] == null || t.y[i] == null || isNaN(t.x[i])) continue;
+    if (!has || String(texts[i]).indexOf(has) >= 0) hits.push(i);
+  }
+  // the middle hit: the first point of a lane often sits beside a gap or a step boundary
+  if (hits.length) return [c, hits[Math.floor(hits.length / 2)]];
+}
+return null;
+"""
+
+# JavaScript (async): narrow the x axis of one point's trace to 1/2000 of its span around the
+# point; calls back with what to restore ({axis: range}), or null when nothing was changed.
+_ZOOM_JS = """
+var done = arguments[arguments.length - 1];
+var gd = document.getElementById(arguments[0]), t = gd._fullData[arguments[1]], i = arguments[2];
+// only scatter traces (the timeline's lanes) are dense enough to need it
+if (!arguments[3] || !t || !/^scatter/.test(t.type) || t.x == null || t.x[i] == null) { done(null); return; }
+var name = t.xaxis.replace('x', 'xaxis'), xa = gd._fullLayout[name];
+if (xa.type !== 'linear') { done(null); return; }
+var r = xa.range.slice(), half = (r[1] - r[0]) / 4000, x = Number(t.x[i]), upd = {};
+upd[name + '.range'] = [x - half, x + half];
+var saved = {}; saved[name + '.range'] = r;
+Plotly.relayout(gd, upd).then(function () { done(saved); });
+"""
+
+_RESTORE_JS = """
+var done = arguments[arguments.length - 1];
+Plotly.relayout(document.getElementById(arguments[0]), arguments[1]).then(function () { done(true); });
 """
 
 _HOVER_JS = """
@@ -154,31 +198,48 @@ class Browser:
     def js(self, script: str, *args):
         return self.driver.execute_script(script, *args)
 
-    def hover_text(self, plot_id: str, curve: int, point: int) -> str:
+    def hover_text(self, plot_id: str, curve: int, point: int, zoom: bool = True) -> str:
         """Move the mouse onto point ``point`` of trace ``curve`` of a plot and return the text
-        of the hover label that appears (a real pointer event, so WebGL traces answer too)."""
+        of the hover label that appears (a real pointer event, so WebGL traces answer too).
+        ``zoom``: first narrow the x axis around the point (and restore it after), so that in a
+        dense timeline the point is the closest one to the pointer and no neighbour answers."""
         from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.by import By
 
         el = self.driver.find_element(By.ID, plot_id)
         self.js("arguments[0].scrollIntoView({block: 'center'})", el)
-        where = self.js(_POINT_JS, plot_id, curve, point)
-        if where is None:
-            return ""
-        x, y, w, h = where
-        ActionChains(self.driver).move_to_element_with_offset(
-            el, int(round(x - w / 2)), int(round(y - h / 2))).perform()
-        deadline = time.monotonic() + 3
-        text = ""
-        while time.monotonic() < deadline and not text:
-            time.sleep(0.1)
-            text = self.js(_HOVER_JS, plot_id)
-        ActionChains(self.driver).move_by_offset(0, int(h)).perform()  # leave, so the label goes
-        return text
+        saved = self.driver.execute_async_script(_ZOOM_JS, plot_id, curve, point, zoom)
+        try:
+            where = self.js(_POINT_JS, plot_id, curve, point)
+            if where is None:
+                return ""
+            x, y, w, h = where
+            ActionChains(self.driver).move_to_element_with_offset(
+                el, int(round(x - w / 2)), int(round(y - h / 2))).perform()
+            deadline = time.monotonic() + 3
+            text = ""
+            while time.monotonic() < deadline and not text:
+                time.sleep(0.1)
+                text = self.js(_HOVER_JS, plot_id)
+            self.js("Plotly.Fx.unhover(document.getElementById(arguments[0]))", plot_id)
+            return text
+        finally:
+            if saved is not None:
+                self.driver.execute_async_script(_RESTORE_JS, plot_id, saved)
+            # the pointer stays where it was: a redraw would show the label again
+            self.js("Plotly.Fx.unhover(document.getElementById(arguments[0]))", plot_id)
+
+    def find_point(self, plot_id: str, trace_name: str = "", text: str = "") -> tuple[int, int] | None:
+        """(curve, point) of a point with hover text containing ``text`` in the first trace named
+        like ``trace_name`` (the middle one of its matching points)."""
+        found = self.js(_FIND_JS, plot_id, trace_name, text)
+        return None if found is None else (found[0], found[1])
 
     def screenshot(self, out: Path, element_id: str | None = None) -> None:
         """The viewport from the top of the page, or one element (e.g. a plot) whole."""
         out.parent.mkdir(parents=True, exist_ok=True)
+        # no hover label left over from a test in the picture
+        self.js("document.querySelectorAll('.js-plotly-plot').forEach(function (gd) { Plotly.Fx.unhover(gd); })")
         if element_id is None:
             self.js("window.scrollTo(0, 0)")
             self.driver.save_screenshot(str(out))
