@@ -116,3 +116,14 @@ def test_diff_html(hostile_set, tmp_path):
     # the kernels changed by `scale`, so they are listed by name in the diff's kernel table
     for key in hostile.KERNELS:
         assert shown(html, key), key
+
+
+def test_timeline_html(hostile_set, tmp_path):
+    out = tmp_path / "t.html"
+    assert main(["timeline", str(hostile_set[0]), "-o", str(out)]) == 0
+    html = out.read_text(encoding="utf-8")
+    specs = check_inert(html)
+    assert len(specs) == 1
+    hover = " ".join(strings(specs[0]["data"]))
+    for key in hostile.KERNELS:
+        assert esc(hostile.VISIBLE[key]) in hover, key
