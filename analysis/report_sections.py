@@ -89,8 +89,10 @@ def overlap_text(t: dict) -> str:
 
 
 def sm_text(t: dict) -> str:
+    coverage = t.get("achieved_occupancy_coverage_pct")
+    covered = f" (estimated for {fmt.pct(coverage)} of compute kernel time)" if fmt.number(coverage) else ""
     sm = (f"est. SM efficiency {fmt.pct(t.get('est_sm_efficiency_pct'))}, achieved occupancy "
-          f"{fmt.pct(t.get('achieved_occupancy_pct'))}")
+          f"{fmt.pct(t.get('achieved_occupancy_pct'))}{covered}")
     if not t.get("comm_kernel_count"):
         return sm
     return (f"{sm}; comm on full SMs {fmt.us(t.get('sm_contention_us'))} µs; "

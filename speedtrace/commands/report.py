@@ -6,7 +6,7 @@ import math
 import re
 import sys
 
-from speedtrace.errors import SpeedtraceError
+from speedtrace.errors import SpeedtraceError, warn
 
 DESCRIPTION = """\
 Summarise a torch.profiler trace (.json or .json.gz) or a directory of per-rank traces:
@@ -99,11 +99,14 @@ def run(args) -> int:
     from speedtrace.analysis.report import build_report, jsonable
     from speedtrace.analysis.report_sections import report_sections
 
-    trace_set = load(path, progress=None)
+    trace_set = load(path, progress=None, echo_warnings=False)
     report = build_report(trace_set, steps=steps, rank=rank, top=top, min_gap_us=min_gap_us)
     if args.format == "json":
         import json
 
+        # The JSON carries the warnings too; stderr shows them to whoever runs the command.
+        for w in report["warnings"]:
+            warn(w)
         print(json.dumps(jsonable(report), allow_nan=False, indent=1))
         return 0
     # The text forms use µ, ≥ and ·; never fail on a terminal that cannot show them.
