@@ -89,11 +89,13 @@ def message_bytes(args: dict) -> int | None:
 
 @dataclass
 class CollectiveTable:
-    """Every comm kernel of a timeline: timeline indices, absolute times and their rows."""
+    """Every comm kernel of one (rank, device): what ``cross_rank`` needs without the timeline."""
 
+    rank: object           # the RankTrace
+    device_id: int
+    step_source: str
     idx: np.ndarray        # timeline indices (ascending start)
-    origin_ts_us: float    # the rank's origin on its trace clock: start and end are after it
-    start: np.ndarray      # µs after origin_ts_us
+    start: np.ndarray      # µs after rank.origin_ts_us
     end: np.ndarray
     launch: np.ndarray     # launch rows (-1)
     args_row: np.ndarray   # rows holding the collective parameters (-1)
@@ -238,7 +240,7 @@ def _table(tl) -> CollectiveTable:
             "algbw_gbps": algbw,
             "busbw_gbps": algbw * factor if algbw is not None and factor is not None else None,
         })
-    return CollectiveTable(idx, rank.origin_ts_us, start, end, launch, arg_rows, rows)
+    return CollectiveTable(rank, tl.device_id, tl.steps.source, idx, start, end, launch, arg_rows, rows)
 
 
 def collectives(tl, sel: np.ndarray | None = None) -> list[dict]:
@@ -253,25 +255,26 @@ def collectives(tl, sel: np.ndarray | None = None) -> list[dict]:
 
 def top_by_exposed(rows: list[dict], n: int | None) -> list[dict]:
     """The rows with the most exposed time first (ties: earlier start), at most n."""
-    order = sorted(rows, key=lambda r: -r["exposed_us"])
+    order = sorted(rows, key=lambda r: -(r.get("exposed_us") or 0.0))
     return order if n is None else order[:max(n, 0)]
 
 
 def phase_summary(rows: list[dict]) -> list[dict]:
-    """Per launch phase (None: unknown): count, bytes (of the rows that give it), time, exposed
-    time and the two queue parts; most exposed first."""
+    """Per launch phase (None: unknown): kinds, count, bytes (of the rows that give it; None when
+    none does), time, exposed time and the two queue parts; most exposed first."""
     out: dict = {}
     for r in rows:
-        p = out.setdefault(r["launch_phase"], {"launch_phase": r["launch_phase"], "count": 0, "bytes": 0,
-                                               "dur_us": 0.0, "exposed_us": 0.0, "wait_inputs_us": 0.0,
-                                               "wait_sms_us": 0.0, "kinds": set()})
+        p = out.setdefault(r.get("launch_phase"), {"launch_phase": r.get("launch_phase"), "count": 0,
+                                                   "bytes": None, "dur_us": 0.0, "exposed_us": 0.0,
+                                                   "wait_inputs_us": 0.0, "wait_sms_us": 0.0, "kinds": set()})
         p["count"] += 1
-        p["bytes"] += r["bytes"] or 0
-        p["dur_us"] += r["dur_us"]
-        p["exposed_us"] += r["exposed_us"]
-        p["wait_inputs_us"] += r["wait_inputs_us"] or 0.0
-        p["wait_sms_us"] += r["wait_sms_us"] or 0.0
-        p["kinds"].add(r["kind"])
+        if r.get("bytes") is not None:
+            p["bytes"] = (p["bytes"] or 0) + r["bytes"]
+        p["dur_us"] += r.get("dur_us") or 0.0
+        p["exposed_us"] += r.get("exposed_us") or 0.0
+        p["wait_inputs_us"] += r.get("wait_inputs_us") or 0.0
+        p["wait_sms_us"] += r.get("wait_sms_us") or 0.0
+        p["kinds"].add(str(r.get("kind")))
     result = sorted(out.values(), key=lambda p: (-p["exposed_us"], str(p["launch_phase"])))
     for p in result:
         p["kinds"] = sorted(p["kinds"])

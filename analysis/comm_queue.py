@@ -182,6 +182,8 @@ def _readiness(tl) -> Readiness:
     for s in comm_streams:
         on = np.flatnonzero((stream == s) & (corr >= 0))
         c = np.sort(corr[on])
+        if len(c) == 0:  # no correlations on this stream: nothing links to its kernels
+            continue
         mine = np.flatnonzero(stream[idx] == s)
         k = np.searchsorted(c, corr[idx[mine]], side="left") - 1
         prev_corr[mine] = np.where(k >= 0, c[np.maximum(k, 0)], -1)

@@ -19,7 +19,6 @@ from collections import defaultdict
 
 import numpy as np
 
-from speedtrace.analysis.collectives import collective_table
 from speedtrace.analysis.events import Cat
 from speedtrace.analysis.links import PROFILER_STEP
 
@@ -41,14 +40,20 @@ def _group_ranks(text) -> tuple[int, ...] | None:
     return tuple(sorted(set(value)))
 
 
-def _pg_ranks(tl, table) -> dict[int, tuple[int, ...] | None]:
+def _pg_ranks(table) -> dict[int, tuple[int, ...] | None]:
     """Row index -> the ranks of its process group as written by record_param_comms."""
-    return {j: _group_ranks(tl.rank.args_of(r).get("pg_ranks")) if r >= 0 else None
+    return {j: _group_ranks(table.rank.args_of(r).get("pg_ranks")) if r >= 0 else None
             for j, r in enumerate(table.args_row.tolist())}
 
 
-def cross_rank(timelines: list) -> dict:
-    """Match the collectives of one ``DeviceTimeline`` per rank (see the module docstring).
+def _empty() -> dict:
+    return {"matched": 0, "instances": [], "stragglers": [], "lateness": [],
+            "unmatched": {"count": 0, "no_step": 0, "partial": 0}, "straggler": None, "warnings": []}
+
+
+def cross_rank(tables: list, step_range: tuple[int, int] | None = None) -> dict:
+    """Match the collectives of one ``CollectiveTable`` per rank (``collectives.collective_table``;
+    see the module docstring). ``step_range`` (first, last), inclusive, keeps those steps' collectives.
 
     Returns ``matched`` (instances found on every rank of their group), ``instances`` (per
     instance: kind, step, process_group, seq, bytes, ranks, start_skew_us, last_rank, and per
@@ -58,46 +63,44 @@ def cross_rank(timelines: list) -> dict:
     ``warnings``."""
     seen: dict[int, object] = {}
     warnings: list[str] = []
-    for tl in timelines:
-        r = tl.rank.rank
-        if r in seen:
-            if len(collective_table(tl).idx) and not len(collective_table(seen[r]).idx):
-                seen[r] = tl
-            continue
-        seen[r] = tl
+    for table in tables:  # one device per rank: the first with collectives
+        r = table.rank.rank
+        if r not in seen or (len(table.idx) and not len(seen[r].idx)):
+            seen[r] = table
     present = sorted(seen)
     if len(present) < 2:  # nothing to match against
-        return {"matched": 0, "instances": [], "stragglers": [], "lateness": [],
-                "unmatched": {"count": 0, "no_step": 0, "partial": 0}, "straggler": None, "warnings": []}
+        return _empty()
     # Each rank's times on a common axis: after the earliest origin (differences of origins are
     # small, so the sums keep the nanoseconds that absolute times near 1.7e15 µs would lose).
-    ref = min((seen[r].rank.origin_ts_us for r in present), default=0.0)
+    ref = min(seen[r].rank.origin_ts_us for r in present)
     shift = {r: round((seen[r].rank.origin_ts_us - ref) * 1000.0) / 1000.0 for r in present}
 
-    # Per rank: key -> list of (launch time, row j) in launch order, and the rows' groups.
+    # Per rank: key -> rows in launch order; the ranks seen per process group.
     keyed: dict[int, dict[tuple, list[int]]] = {}
     groups: dict[str | None, set[int]] = defaultdict(set)
     written_ranks: dict[str | None, tuple[int, ...]] = {}
     no_step = 0
-    tables = {}
     for r in present:
-        tl = seen[r]
-        table = collective_table(tl)
-        tables[r] = table
-        ev = tl.rank.events
-        pg_ranks = _pg_ranks(tl, table)
-        order_t = np.where(table.launch >= 0, ev.ts[np.maximum(table.launch, 0)], tl.start[table.idx])
+        table = seen[r]
+        ev = table.rank.events
+        pg_ranks = _pg_ranks(table)
+        order_t = np.where(table.launch >= 0, ev.ts[np.maximum(table.launch, 0)], table.start)
         by_key: dict[tuple, list[tuple[float, int]]] = defaultdict(list)
         for j, row in enumerate(table.rows):
-            if row["step"] is None and tl.steps.source != "none":
-                no_step += 1
+            step = row["step"]
+            if step is None and table.step_source != "none":
+                if step_range is None:
+                    no_step += 1
+                continue
+            if step_range is not None and (step is None or not step_range[0] <= step <= step_range[1]):
                 continue
             pg = row["process_group"]
             groups[pg].add(r)
             if pg_ranks.get(j):
                 written_ranks.setdefault(pg, pg_ranks[j])
-            by_key[(pg, row["step"], row["kind"], row["bytes"])].append((float(order_t[j]), j))
+            by_key[(pg, step, row["kind"], row["bytes"])].append((float(order_t[j]), j))
         keyed[r] = {k: [j for _, j in sorted(v)] for k, v in by_key.items()}
+    tables_by_rank = seen
 
     members: dict[str | None, list[int]] = {}
     for pg, ranks in groups.items():
@@ -124,8 +127,8 @@ def cross_rank(timelines: list) -> dict:
             continue
         pg = key[0]
         js = [keyed[r][key][seq] for r in have]
-        starts = np.array([shift[r] + tables[r].start[j] for r, j in zip(have, js)])
-        durs = np.array([tables[r].end[j] - tables[r].start[j] for r, j in zip(have, js)])
+        starts = np.array([shift[r] + tables_by_rank[r].start[j] for r, j in zip(have, js)])
+        durs = np.array([tables_by_rank[r].end[j] - tables_by_rank[r].start[j] for r, j in zip(have, js)])
         last = float(starts.max())
         late = starts - starts.min()
         wait = np.minimum(durs, last - starts)
@@ -166,9 +169,9 @@ def cross_rank(timelines: list) -> dict:
         if partial:
             parts.append(f"{partial} were not found on every rank of their process group (the ranks' "
                          "traces cover different stretches)")
-        warnings.append(f"{unmatched['count']} collective kernels could not be matched across ranks: "
-                        + "; ".join(parts))
-    sentence = _straggler_sentence(ranked, instances, seen, tables, shift)
+        warnings.append(f"{unmatched['count']} collective kernels (summed over {len(present)} ranks) could not "
+                        "be matched across ranks: " + "; ".join(parts))
+    sentence = _straggler_sentence(ranked, instances, tables_by_rank, shift)
     for inst in instances:
         del inst["_rows"], inst["_first_abs"]
     return {"matched": len(instances), "instances": instances, "stragglers": ranked,
@@ -196,15 +199,23 @@ def _ms(us: float) -> str:
     return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs"
 
 
-def longest_op_before(tl, launch_row: int) -> tuple[str, float] | None:
+def _size(nbytes: int | None) -> str:
+    if nbytes is None:
+        return "unknown size"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
+
+
+def longest_op_before(table, launch_row: int) -> tuple[str, float] | None:
     """The longest CPU op on the launching thread that ended before the launch and began after
     the previous collective launch on that thread (or the start of the enclosing profiler step):
-    what the host was busy with just before it launched."""
-    ev = tl.rank.events
+    what the host was busy with just before it launched. ``table``: the rank's CollectiveTable."""
+    ev = table.rank.events
     t = float(ev.ts[launch_row])
     same = (ev.pid == ev.pid[launch_row]) & (ev.tid == ev.tid[launch_row])
     lo = -np.inf
-    table = collective_table(tl)
     before = table.launch[(table.launch >= 0)]
     before = before[(ev.ts[before] < t) & same[before]]
     if len(before):
@@ -221,26 +232,27 @@ def longest_op_before(tl, launch_row: int) -> tuple[str, float] | None:
     return ev.names[ev.name[best]], float(ev.dur[best])
 
 
-def _straggler_sentence(ranked, instances, timelines, tables, shift) -> str | None:
+def _straggler_sentence(ranked, instances, tables, shift) -> str | None:
     if not ranked or ranked[0]["wait_caused_us"] <= 0:
         return None
     top = ranked[0]
     r = top["rank"]
     theirs = [i for i in instances if i["last_rank"] == r]
     worst = max(theirs, key=lambda i: sum(i["wait_us"]))
-    tl, table = timelines[r], tables[r]
+    table = tables[r]
     j = worst["_rows"][worst["ranks"].index(r)]
     row = table.rows[j]
+    nth = worst["seq"] + 1
     text = (f"Rank {r} arrived last at {top['last_count']} of {len(instances)} matched collectives and kept "
-            f"the other ranks waiting {_ms(top['wait_caused_us'])} in all (summed over ranks); at the costliest "
-            f"({worst['kind']} #{worst['seq']} of step {worst['step']}, {_ms(sum(worst['wait_us']))} of waiting, "
-            f"{_ms(worst['start_skew_us'])} behind the first rank)")
+            f"the other ranks waiting {_ms(top['wait_caused_us'])} in all (summed over ranks); at the costliest, "
+            f"the {_ordinal(nth)} {worst['kind']} of {_size(worst['bytes'])} in step {worst['step']} "
+            f"({_ms(sum(worst['wait_us']))} of waiting, {_ms(worst['start_skew_us'])} behind the first rank),")
     launch = int(table.launch[j])
     if launch < 0:
         return text + " its launch is not in the trace."
-    ev = tl.rank.events
+    ev = table.rank.events
     phase = row["launch_phase"] or "no annotated phase"
-    op = longest_op_before(tl, launch)
+    op = longest_op_before(table, launch)
     doing = f" after {op[0]} ({_ms(op[1])})" if op else ""
     launch_end = shift[r] + float(ev.ts[launch] + ev.dur[launch])
     others_first = min(shift[q] + tables[q].start[jq] for q, jq in zip(worst["ranks"], worst["_rows"]) if q != r)
@@ -250,3 +262,10 @@ def _straggler_sentence(ranked, instances, timelines, tables, shift) -> str | No
         why = (f"its host had launched it {_ms(shift[r] + table.start[j] - launch_end)} before it started, "
                "so its GPU, not its host, was behind")
     return text + f" it was launched in {phase}{doing}; {why}."
+
+
+def _ordinal(n: int) -> str:
+    if n == 1:
+        return "first"
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

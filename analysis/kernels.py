@@ -16,45 +16,14 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from speedtrace.analysis.fmt import config_text, split_key  # noqa: F401  (kernel keys are written there)
+
 _INDUCTOR_COUNTER = re.compile(r"_\d+$")
-_CONFIG_SUFFIX = re.compile(r"<<<[0-9(), ]+>>>$")
 
 
 def kernel_key(name: str) -> str:
     """The kernel's name, without Inductor's trailing counter for names starting ``triton_``."""
     return _INDUCTOR_COUNTER.sub("", name) if name.startswith("triton_") else name
-
-
-def _dims_text(dims) -> str:
-    d = list(dims)
-    while len(d) > 1 and d[-1] == 1:
-        d.pop()
-    return str(d[0]) if len(d) == 1 else "(" + ", ".join(map(str, d)) + ")"
-
-
-def config_text(grid, block) -> str:
-    """``<<<grid, block>>>`` for launch dimensions (tuples; an unknown one is ``?``)."""
-    g = _dims_text(grid) if grid else "?"
-    b = _dims_text(block) if block else "?"
-    return f"<<<{g}, {b}>>>"
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """(name part, ``<<<grid, block>>>`` suffix or "") of a full key."""
-    m = _CONFIG_SUFFIX.search(key)
-    return (key[: m.start()], m.group(0)) if m else (key, "")
-
-
-def shorten_key(key: str, width: int) -> str:
-    """``key`` cut to ``width`` characters with "…", cutting the name and keeping the launch
-    configuration whole (it is what tells two entries of one name apart)."""
-    if len(key) <= width:
-        return key
-    name, suffix = split_key(key)
-    room = width - len(suffix) - 1
-    if room < 8:  # no useful room for the name: cut the whole text
-        return key[: width - 1] + "…"
-    return name[:room] + "…" + suffix
 
 
 def display_keys(keys: Iterable[str]) -> dict[str, str]:

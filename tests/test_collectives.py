@@ -282,3 +282,36 @@ def test_odd_collective_args_give_nulls_not_errors(tmp_path):
     assert row["dtype"] is None and row["in_nelems"] is None and row["out_nelems"] is None
     assert row["group_size"] is None and row["process_group"] is None
     assert row["bytes"] is None and row["busbw_gbps"] is None
+
+
+def two_step_set(path, second_phase):
+    """Steps 1 [0,1000) and 2 [1000,2000), each with an all-reduce (4000 B, 100 µs, nothing
+    overlapping it) launched inside an annotation: ``optimizer`` in step 1, ``second_phase`` in 2."""
+    t = Trace()
+    for n, t0, phase in ((1, 0, "optimizer"), (2, 1000, second_phase)):
+        t.step(n, t0, 1000)
+        t.annotation(phase, t0 + 10, 100)
+        collective(t, ext=500 + n, op_at=t0 + 30, kernel="ncclDevKernel_AllReduce_Sum_f32_RING_LL",
+                   start=t0 + 300, dur=100, args=ALLREDUCE, launch_at=t0 + 40)
+    path.mkdir()
+    t.write(path / "rank-0.trace.json.gz")
+    return load(str(path))
+
+
+def test_diff_compares_collectives_and_names_phase_changes(tmp_path):
+    from speedtrace.analysis.diff import build_diff
+    from speedtrace.analysis.diff_sections import diff_sections
+    from speedtrace.analysis.render import render_text
+
+    doc = build_diff(two_step_set(tmp_path / "before", "optimizer"), two_step_set(tmp_path / "after", "grad_sync"))
+    c = doc["collectives"]
+    assert doc["units"]["collectives"] == "per step per rank"
+    (kind,) = c["kinds"]
+    assert kind["kind"] == "all_reduce" and kind["before_count"] == kind["after_count"] == 1
+    assert kind["before_bytes"] == kind["after_bytes"] == pytest.approx(4000)
+    assert kind["before_exposed_us"] == kind["after_exposed_us"] == pytest.approx(100)
+    assert c["before"]["count"] == 1 and c["after"]["us"] == pytest.approx(100)
+    assert c["phase_changes"] == [{"kind": "all_reduce", "step": 2, "before_phase": "optimizer",
+                                   "after_phase": "grad_sync", "count": 1}]
+    text = render_text(diff_sections(doc))
+    assert "launch phase changed:" in text and "grad_sync" in text

@@ -5,10 +5,12 @@ import json
 import shutil
 import statistics
 
+import msgspec
 import pytest
 from synth import Trace
 from test_collectives import ALLREDUCE, REDUCE_SCATTER, collective
 
+from speedtrace.analysis.collectives import collective_table
 from speedtrace.analysis.cross_rank import _group_ranks, cross_rank
 from speedtrace.analysis.load import load
 from speedtrace.analysis.timeline import device_timeline
@@ -41,8 +43,9 @@ def rank_trace(rank, starts, *, extra=False, group="[0, 1]"):
 
 
 def timelines(paths):
+    """The collective table of every rank of the trace set at ``paths``."""
     ts = load(str(paths))
-    return [device_timeline(rt, rt.gpu_devices()[0], ts.run) for rt in ts.ranks]
+    return [collective_table(device_timeline(rt, rt.gpu_devices()[0], ts.run)) for rt in ts.ranks]
 
 
 def test_two_ranks_by_hand(tmp_path):
@@ -72,6 +75,7 @@ def test_two_ranks_by_hand(tmp_path):
     # (25 µs), 328 µs before it started (its launch ended at 42)
     text = out["straggler"]
     assert text.startswith("Rank 1 arrived last at 2 of 3")
+    assert "the first all_reduce of 4.0 KB in step 1" in text
     assert "optimizer" in text and "aten::mm (25 µs)" in text and "328 µs before it started" in text
 
 
@@ -111,8 +115,8 @@ SAMPLE = "h100x8-normuon"
 
 
 def read(path):
-    with gzip.open(path, "rt") as f:
-        return json.load(f)
+    with gzip.open(path, "rb") as f:
+        return msgspec.json.decode(f.read())
 
 
 def write(trace, path):
@@ -233,3 +237,34 @@ def test_a_rank_that_stops_a_step_early_leaves_that_step_unmatched(tmp_path, sam
     assert out["unmatched"]["partial"] == in_13 * 7
     assert all(i["step"] != 13 for i in out["instances"])
     assert any("not found on every rank" in w for w in out["warnings"])
+
+
+def test_report_of_the_sample_carries_collectives_and_the_straggler(capsys):
+    from speedtrace.analysis.render import render_markdown, render_text
+    from speedtrace.analysis.report import build_report
+    from speedtrace.analysis.report_sections import report_sections
+    from speedtrace.cli import main
+
+    assert main(["report", "--sample", SAMPLE, "--format", "json", "--steps", "11-12"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    trace = read(sample_path(SAMPLE) / "rank-0.trace.json.gz")
+    windows = [e for e in trace["traceEvents"] if e.get("cat") == "user_annotation"
+               and e["name"] in ("ProfilerStep#11", "ProfilerStep#12")]
+    in_steps = [e for e in comms_ops(trace) if any(w["ts"] <= e["ts"] < w["ts"] + w["dur"] for w in windows)]
+    cross = doc["cross_rank"]
+    assert cross["matched"] == len(in_steps) > 0
+    assert {i["step"] for i in cross["instances"]} == {11, 12}
+    assert cross["unmatched"]["count"] == 0  # kernels outside the chosen steps are not candidates
+    assert len(doc["ranks"]) == 8
+    for entry in doc["ranks"]:
+        rows = entry["collectives"]
+        assert {r["step"] for r in rows} == {11, 12} and len(rows) == len(in_steps)
+        assert entry["totals"]["comm_wait_inputs_us"] > entry["totals"]["comm_queue_us"] > 0
+
+    report = build_report(load(str(sample_path(SAMPLE))))
+    sentence = report["cross_rank"]["straggler"]
+    assert sentence.startswith("Rank ")
+    text = render_text(report_sections(report))
+    assert "collectives across ranks:" in text and "arrival lateness" in text
+    assert sentence in text and "collectives by launch phase:" in text
+    assert "collectives across ranks" in render_markdown(report_sections(report)).lower()

@@ -9,14 +9,8 @@ import pytest
 from synth import Trace
 
 from speedtrace.analysis import kernel_match as km
-from speedtrace.analysis.kernels import (
-    config_text,
-    display_keys,
-    kernel_table,
-    key_index,
-    shorten_key,
-    split_key,
-)
+from speedtrace.analysis.fmt import kernel_name
+from speedtrace.analysis.kernels import config_text, display_keys, kernel_table, key_index, split_key
 from speedtrace.analysis.load import load, load_rank_file
 from speedtrace.analysis.timeline import device_timeline
 from speedtrace.samples import sample_path
@@ -36,12 +30,14 @@ def test_display_keys_show_the_configuration_only_where_a_name_has_several():
                      "Memset (Device)": "Memset (Device)"}
 
 
-def test_shorten_key_keeps_the_configuration():
+def test_shortened_names_keep_the_configuration():
     key = "triton_per_fused__to_copy_linalg_vector_norm_transpose<<<55968, 32>>>"
-    short = shorten_key(key, 40)
+    short = kernel_name(key, 40)
     assert len(short) == 40 and short.endswith("…<<<55968, 32>>>") and short.startswith("triton_per_fused")
-    assert shorten_key("short<<<1, 2>>>", 40) == "short<<<1, 2>>>"
-    assert shorten_key("a" * 50, 10) == "a" * 9 + "…"
+    cpp = "void at::native::elementwise_kernel<128, 4>(int, at::native::Loop<float> const&)<<<1024, 128>>>"
+    assert kernel_name(cpp, 60) == "at::native::elementwise_kernel<128, 4>(…)<<<1024, 128>>>"
+    assert kernel_name("short<<<1, 2>>>", 40) == "short<<<1, 2>>>"
+    assert kernel_name("a" * 50, 10) == "a" * 9 + "…"
 
 
 def test_kernel_table_splits_a_name_by_launch_configuration(tmp_path):
@@ -96,8 +92,6 @@ def test_renamed_pairs_read_the_name_part_and_prefer_one_configuration():
     assert pairs == {(removed[0], added[1]), (removed[1], added[0])}
 
 
-@pytest.mark.xfail(strict=True, reason="needs analysis/diff.py to key kernels by kernels.key_index "
-                                       "(integration note of the collectives work)")
 def test_diff_of_the_samples_shows_the_added_transpose():
     from speedtrace.analysis.diff import build_diff
 
