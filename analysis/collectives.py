@@ -146,7 +146,8 @@ def _launch_phases(tl, launch: np.ndarray) -> list[str | None]:
 
     ctx = cpu_context(tl.rank)
     ops = ctx.ops
-    is_autograd = np.array([ev.names[c].startswith(AUTOGRAD_OP) for c in ev.name[ops.id]], dtype=bool)
+    autograd_name = np.array([n.startswith(AUTOGRAD_OP) for n in ev.names], dtype=bool)
+    is_autograd = autograd_name[ev.name[ops.id]] if len(ev.names) else np.zeros(len(ops.id), bool)
     pos = ops.innermost(t, keys)
     in_autograd = np.zeros(len(L), dtype=bool)
     in_autograd[pos >= 0] = ops.inherited(is_autograd)[pos[pos >= 0]]
