@@ -1,5 +1,5 @@
-"""The record-233 GPT (spec §1): parameters, inits, the layer plan, the attention layer and the
-flattened forward against spec-written references, losses, gradients and the mlp-select revert."""
+"""The record-233 GPT (docs/trainer.md, "The model"): parameters, inits, the layer plan, the attention layer and the
+flattened forward against references written from that page, losses, gradients and the mlp-select revert."""
 
 import math
 from dataclasses import replace
@@ -16,7 +16,7 @@ LABELS = {"attn_bank", "mlp_bank", "scalars", "smear_gate", "skip_gate", "attn_g
           "lm_head", "bigram_embed", "post_lambdas", "x0_lambdas", "bigram_lambdas", "resid_lambdas",
           "value_embeds", "embed"}
 LAMBDAS = {"scalars", "post_lambdas", "x0_lambdas", "bigram_lambdas", "resid_lambdas"}
-# Layer topology of spec §1.5, written out.
+# Layer topology of docs/trainer.md ("Forward"), written out.
 PAIRED = {0, 2, 5, 9}
 LONG = {3, 10}
 VE_OF_LAYER = {1: 0, 2: 1, 8: 2, 9: 3, 10: 4}
@@ -151,7 +151,7 @@ def test_key_offset_shifts_the_stationary_half():
 
 
 # ---------------------------------------------------------------------------------------------
-# spec-written references (loops; float32)
+# references written from docs/trainer.md (loops; float32)
 
 
 def _rms(x):
@@ -336,7 +336,7 @@ def test_loss_at_init_is_log_vocab(cfg):
 
 
 def _unused(name, shape):
-    """Boolean mask of the entries of parameter ``name`` that spec §1.5 leaves unused."""
+    """Boolean mask of the entries of parameter ``name`` that the forward leaves unused (docs/trainer.md, "Forward")."""
     m = torch.zeros(shape, dtype=torch.bool)
     if name == "post_lambdas":
         m[:7, 0, :] = True              # no attention post-lambdas before the parallel layers
