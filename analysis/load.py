@@ -74,13 +74,15 @@ def load_rank_file(path) -> RankTrace:
     return trace
 
 
-def load(path, *, workers: int | None = None, progress: bool | None = None) -> TraceSet:
+def load(path, *, workers: int | None = None, progress: bool | None = None,
+         echo_warnings: bool = True) -> TraceSet:
     """Load a trace file (``.json``/``.json.gz``) or a directory of per-rank trace files.
 
     ``workers``: processes decoding files at once (default: one per file, up to the CPU count).
     ``progress``: report files and bytes done on stderr (default: for loads over 50 MB when
-    stderr is a terminal). Raises ``SpeedtraceError`` for bad input; warnings are printed and
-    kept in ``TraceSet.warnings``.
+    stderr is a terminal). Raises ``SpeedtraceError`` for bad input; warnings are kept in
+    ``TraceSet.warnings`` and printed on stderr unless ``echo_warnings`` is off (the commands
+    print them once, with their own output).
     """
     path = os.fspath(path)
     files, run, warnings = discover(path)
@@ -117,8 +119,9 @@ def load(path, *, workers: int | None = None, progress: bool | None = None) -> T
     for r in ranks:
         if not np.isin(r.events.cat, GPU_ACTIVITY).any():
             warnings.append(f"{r.path}: no GPU events (kernel, memcpy, memset) in the trace")
-    for w in warnings:
-        warn(w)
+    if echo_warnings:
+        for w in warnings:
+            warn(w)
     return TraceSet(path=path, ranks=ranks, run=run, warnings=warnings)
 
 

@@ -76,14 +76,15 @@ def md_text(text) -> str:
 
 def md_code(text) -> str:
     """A code span that shows ``text`` as written, backticks included (the fence is one
-    backtick longer than the longest run inside); pipes escaped for table cells."""
+    backtick longer than the longest run inside); pipes escaped as GitHub tables need even
+    inside code spans. HTML inside a code span is shown, not interpreted."""
     s = safe_text(text)
     if not s:
         return ""
     longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if s.startswith("`") or s.endswith("`") or longest else ""
-    return f"{fence}{pad}{s.replace('|', '&#124;')}{pad}{fence}"
+    return f"{fence}{pad}{s.replace('|', chr(92) + '|')}{pad}{fence}"
 
 
 def _md_cell(text, code: bool) -> str:

@@ -16,16 +16,20 @@ import numpy as np
 
 from speedtrace.analysis import intervals as iv
 from speedtrace.analysis import select_backward as sb
+from speedtrace.analysis.comm_queue import comm_queue_totals
 
 # The totals object of the report JSON, in order (docs/metrics.md).
 TOTAL_KEYS = (
     "span_us", "busy_us", "idle_us", "compute_us", "comm_us", "memory_us", "overlap_us",
     "exposed_comm_us", "exposed_memory_us", "comp_comm_overlap_pct", "kernel_count",
-    "comm_kernel_count", "est_sm_efficiency_pct", "achieved_occupancy_pct", "sm_contention_us",
-    "comm_queue_us", "comm_queue_full_sm_us", "select_backward_kernels", "select_backward_us",
+    "comm_kernel_count", "est_sm_efficiency_pct", "achieved_occupancy_pct",
+    "achieved_occupancy_coverage_pct", "sm_contention_us",
+    "comm_queue_us", "comm_queue_full_sm_us", "comm_wait_inputs_us", "select_backward_kernels",
+    "select_backward_us",
     "select_backward_fused_kernels", "select_backward_cpu_ops",
 )
-RATIO_KEYS = ("comp_comm_overlap_pct", "est_sm_efficiency_pct", "achieved_occupancy_pct")
+RATIO_KEYS = ("comp_comm_overlap_pct", "est_sm_efficiency_pct", "achieved_occupancy_pct",
+              "achieved_occupancy_coverage_pct")
 
 
 @dataclass
@@ -34,7 +38,8 @@ class Sums:
 
     ``sm_busy_us`` is ∫ min(Σ blocks/SM of running kernels, 1) dt, None when no kernel of the
     selection has a known blocks/SM (unknown is not idle). ``occ_weighted_us`` is Σ occupancy·dur
-    over the compute kernels that carry an achieved occupancy and ``occ_weight_us`` their Σ dur.
+    over the compute kernels that carry an achieved occupancy estimate, ``occ_weight_us`` their
+    Σ dur and ``compute_kernel_us`` the Σ dur of every compute kernel (the estimate's coverage).
     ``select_backward_cpu_ops`` is None where the step source cannot place CPU ops in steps.
     """
 
@@ -52,9 +57,11 @@ class Sums:
     sm_busy_us: float | None = None
     occ_weighted_us: float = 0.0
     occ_weight_us: float = 0.0
+    compute_kernel_us: float = 0.0
     sm_contention_us: float = 0.0
     comm_queue_us: float = 0.0
     comm_queue_full_sm_us: float = 0.0
+    comm_wait_inputs_us: float = 0.0
     select_backward_kernels: float = 0
     select_backward_us: float = 0.0
     select_backward_fused_kernels: float = 0
@@ -71,6 +78,8 @@ def ratios(s: Sums) -> dict:
         "est_sm_efficiency_pct": (100.0 * s.sm_busy_us / s.span_us
                                   if s.span_us > 0 and s.sm_busy_us is not None else None),
         "achieved_occupancy_pct": s.occ_weighted_us / s.occ_weight_us if s.occ_weight_us > 0 else None,
+        "achieved_occupancy_coverage_pct": (100.0 * s.occ_weight_us / s.compute_kernel_us
+                                            if s.compute_kernel_us > 0 else None),
     }
 
 
@@ -125,21 +134,20 @@ def sums_of(tl, sel: np.ndarray, select_backward_cpu_ops: int | None) -> Sums:
         x, f = iv.step_function(start[known], end[known], b[known])
         out.sm_busy_us = iv.integral(x, np.clip(f, 0.0, 1.0))
 
-    occ = tl.rank.events.occupancy_pct[tl.rows[sel]]
+    occ = tl.occupancy[sel]
     has_occ = comp & ~np.isnan(occ)
     weight = (end - start)[has_occ]
     out.occ_weighted_us = float(np.sum(occ[has_occ] * weight))
     out.occ_weight_us = float(weight.sum())
+    out.compute_kernel_us = float((end - start)[comp].sum())
 
     x, f = iv.step_function(start[comp], end[comp], tl.sm_weight[sel][comp])
     out.sm_contention_us = iv.length(iv.intersect(comm_u, iv.where(x, f >= tl.sm_threshold)))
 
-    # Queue of a comm kernel: from the end of its launch call to its start.
-    ev = tl.rank.events
-    launch = tl.launch[sel]
-    queued = comm & (launch >= 0)
-    q_from = ev.ts[launch[queued]] + ev.dur[launch[queued]]
-    q_to = start[queued]
-    out.comm_queue_us = float(np.maximum(q_to - q_from, 0.0).sum())
-    out.comm_queue_full_sm_us = float(iv.overlap_each(q_from, q_to, tl.full_sm).sum())
+    # The comm queue split at the ready time, as unions per comm stream (comm_queue).
+    if comm.any():
+        queue = comm_queue_totals(tl, sel)
+        out.comm_queue_us = queue["comm_queue_us"]
+        out.comm_queue_full_sm_us = queue["comm_queue_full_sm_us"]
+        out.comm_wait_inputs_us = queue["comm_wait_inputs_us"]
     return out

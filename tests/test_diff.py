@@ -258,7 +258,7 @@ def test_verdict_names_the_changes(doc):
     assert "idle time fell 50.0 µs" in v
     assert "triton_poi_fused__to_copy_add_lerp_mul absorbed 1 eager lerp kernel" in v
     assert "old_kernel is gone" in v
-    assert "idle gaps in 'optimizer' disappeared (50.0 µs)" in v
+    assert "Idle gaps in 'optimizer' disappeared (50.0 µs)" in v
     assert "kernel count fell from 5 to 3" in v
 
 
@@ -427,7 +427,7 @@ def test_comm_exposed_after(tmp_path):
     v = d["verdict"]
     assert "exposed communication rose 50.0 µs" in v and "comm/compute overlap fell from 100.0% to 0.0%" in v
     assert "comm on full SMs fell 50.0 µs (\u2212100.0%)" in v
-    assert "exposed communication in 'comm' appeared (50.0 µs)" in v
+    assert "Exposed communication in 'comm' appeared (50.0 µs)" in v
     assert "comm on full SMs: 50.0 → 0.0 µs" in render(diff_sections(d), 'text')
 
 

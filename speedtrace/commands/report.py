@@ -6,7 +6,7 @@ import math
 import re
 import sys
 
-from speedtrace.errors import SpeedtraceError
+from speedtrace.errors import SpeedtraceError, warn
 
 DESCRIPTION = """\
 Summarise a torch.profiler trace (.json or .json.gz) or a directory of per-rank traces:
@@ -144,16 +144,22 @@ def run(args) -> int:
     from speedtrace.analysis.report import build_report, jsonable
     from speedtrace.analysis.report_sections import report_sections
 
-    trace_set = load(path, progress=None)
+    trace_set = load(path, progress=None, echo_warnings=False)
     report = build_report(trace_set, steps=steps, rank=rank, top=top, min_gap_us=min_gap_us)
     if args.format == "json":
         import json
 
+        # The JSON carries the warnings too; stderr shows them to whoever runs the command.
+        for w in report["warnings"]:
+            warn(w)
         emit(json.dumps(jsonable(report), allow_nan=False, indent=1) + "\n", args.output, "report")
     elif args.format == "html":
         from speedtrace.analysis.html_figures import report_figures
         from speedtrace.analysis.render_html import render_html
 
+        # The page shows the warnings at its top; stderr shows them to whoever runs the command.
+        for w in report["warnings"]:
+            warn(w)
         figures = report_figures(trace_set, report)
         emit(render_html(report_sections(report), figures), args.output, "report")
     else:
