@@ -1,13 +1,16 @@
 """Which figures the HTML report and diff carry, and beside which section each goes.
 
 ``render_html`` places figures by section key (analysis/sections.py); this module picks them:
-for a report, the breakdown and the comm/compute overlap beside the first (rank, device) entry,
+for a report, the breakdown and the comm/compute overlap beside the per-rank table (or the first
+(rank, device) entry where there is none),
 the timeline of one step beside the step table, the gaps beside the gap list and the top kernels
 beside the kernel table; for a diff, each figure of ``figures.diff_figures`` beside the section of
 the same name and the two timelines of one step after the verdict. plotly is imported here only.
 """
 
 from __future__ import annotations
+
+from speedtrace.analysis.report_sections import DETAIL_ALL_UP_TO
 
 
 def _selected_ranks(report: dict) -> list[int] | None:
@@ -38,12 +41,15 @@ def report_figures(ts, report: dict) -> dict[str, list]:
         return {}   # no GPU activity: nothing to draw
     step = first_step(report)
     ranks = _selected_ranks(report)
-    entry = [figures.breakdown(ts)]
+    summary = [figures.breakdown(ts)]
     if _has_comm(report):
-        entry.append(figures.overlap(ts))
+        summary.append(figures.overlap(ts))
+    # The summary charts cover every rank: beside the per-rank table where the report has one
+    # (many ranks), else beside the first (rank, device) entry.
+    summary_key = "ranks" if len(report["ranks"]) > DETAIL_ALL_UP_TO else "entry"
     min_gap_us = float((report.get("options") or {}).get("min_gap_us") or 0.0)
     return {
-        "entry": entry,
+        summary_key: summary,
         "steps": [figures.timeline(ts, steps=None if step is None else (step, step), ranks=ranks)],
         "gaps": [figures.gaps(ts, min_gap_us=min_gap_us)],
         "kernels": [figures.kernels(ts)],

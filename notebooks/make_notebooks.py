@@ -187,7 +187,7 @@ Jordan), bundled as the sample `h100x8-normuon`. With several ranks the question
 behind compute, does compute leave the SMs NCCL needs, and do ranks wait for one another?"""),
     md("Setup."),
     code(SETUP),
-    md("Load all eight ranks (one trace file per rank)."),
+    md("Load all eight ranks (one trace file per rank): a few seconds."),
     code("""
 ts = sa.load(samples.sample_path("h100x8-normuon"))
 [r.rank for r in ts.ranks]"""),
@@ -211,15 +211,31 @@ totals[["rank", "est_sm_efficiency_pct", "sm_contention_us", "comm_queue_us", "c
        "each rank: the shaded intervals are where comm met full SMs."),
     code("figures.timeline(ts).show()"),
     md("""
-The cross-rank view of the collectives (which rank arrived last at each collective, and how long
-the others waited) comes with the collectives analysis; where this version has it, it is shown
-here."""),
+Across ranks: each collective waits for the last rank of its group to arrive. speedtrace matches
+the collectives of all ranks (by process group and order) and says which rank arrived last and
+how long it kept the others waiting; this is the "collectives across ranks" part of the report."""),
     code("""
-cross_rank = getattr(figures, "collectives", None)
-if cross_rank is None:
-    print("this version of speedtrace has no cross-rank collectives view yet")
-else:
-    cross_rank(ts).show()"""),
+from speedtrace.analysis.report import build_report
+
+across = build_report(ts)["cross_rank"]
+print(across["straggler"])
+pd.DataFrame(across["stragglers"]).assign(wait_caused_ms=lambda d: d["wait_caused_us"] / 1000)"""),
+    md("How late each rank arrived at the collectives of each step (the sum over the step's "
+       "collectives of its start minus the first rank's start): a rank that is late everywhere "
+       "is slow on its own; lateness that moves between ranks is noise."),
+    code("""
+import plotly.graph_objects as go
+
+late = pd.DataFrame(across["lateness"]).pivot(index="rank", columns="step", values="late_total_us") / 1000
+go.Figure(go.Heatmap(z=late.values, x=[f"step {s}" for s in late.columns], y=[f"rank {r}" for r in late.index],
+                     colorscale="Reds", colorbar_title="ms", hovertemplate="%{y}, %{x}: %{z:.2f} ms late<extra></extra>")
+          ).update_layout(title="arrival lateness at the collectives, per rank and step", height=380).show()"""),
+    md("""
+The same report, with the collectives tables, as one offline page:
+
+```bash
+speedtrace report --sample h100x8-normuon --format html -o h100x8.html
+```"""),
 ]
 
 NB04 = [

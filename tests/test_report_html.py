@@ -168,3 +168,24 @@ def test_diff_page_puts_each_figure_beside_its_section(tmp_path):
     assert placed == {"metrics": 1, "kernels": 1, "select_backward": 1, "gaps": 1, "verdict": 1}
     # the aligned timelines: one step of each side (the two samples share no step number)
     assert "before vs after, step" in figure_titles(html)[-1]
+
+
+def test_many_ranks_put_the_summary_charts_beside_the_rank_table(tmp_path):
+    from speedtrace.analysis.load import load
+    from speedtrace.analysis.report import build_report
+    from speedtrace.analysis.report_sections import report_sections
+
+    out = tmp_path / "h8.html"
+    assert cli("report", "--sample", "h100x8-normuon", "--format", "html", "-o", str(out)) == 0
+    html = out.read_text(encoding="utf-8")
+    assert len(html.encode()) <= 15_000_000
+    doc = report_sections(build_report(load(samples.sample_path("h100x8-normuon"), progress=None),
+                                       top=10, min_gap_us=5.0))
+    page = Page()
+    page.feed(html)
+    keys = section_keys(doc)
+    placed = {keys[sid]: len(ids) for sid, ids in page.plots.items() if sid in keys}
+    # eight ranks with NCCL: breakdown and overlap beside the per-rank table; one step's timeline
+    assert placed == {"ranks": 2, "steps": 1, "gaps": 1, "kernels": 1}
+    missing = [s for s in _document_strings(doc) if esc(safe_text(s)) not in html]
+    assert not missing, missing[:5]
