@@ -32,13 +32,14 @@ def pages(tmp_path_factory) -> dict[str, Path]:
     bad_before = hostile.build(hostile.hostile_dir(root, "before"))
     bad_after = hostile.build(hostile.hostile_dir(root, "after"), scale=1.5)
     out = {name: root / f"{name}.html" for name in
-           ("report", "diff", "timeline", "bad_report", "bad_diff", "bad_timeline")}
+           ("report", "diff", "timeline", "ranks8", "bad_report", "bad_diff", "bad_timeline")}
     for argv in (
         ["report", "--format", "html", "-o", out["report"]],
         ["diff", before, after, "--format", "html", "-o", out["diff"]],
         # one step of the bundled sample: the detail a reader zooms into (the whole-trace scale
         # is measured in benchmarks/RESULTS.md)
         ["timeline", "--steps", "63", "-o", out["timeline"]],
+        ["report", "--sample", "h100x8-normuon", "--format", "html", "-o", out["ranks8"]],
         ["report", bad_before, "--format", "html", "-o", out["bad_report"]],
         ["diff", bad_before, bad_after, "--format", "html", "-o", out["bad_diff"]],
         ["timeline", bad_before, "-o", out["bad_timeline"]],
@@ -100,6 +101,15 @@ def test_timeline(browser, pages, tmp_path):  # noqa: F811
     gap = browser.find_point(plot["id"], "idle gap")
     assert gap is not None and "cause" in browser.hover_text(plot["id"], *gap)
     browser.screenshot(screenshot_dir(tmp_path) / "timeline.png", element_id=plot["id"])
+
+
+def test_eight_ranks(browser, pages):  # noqa: F811
+    r = browser.open(pages["ranks8"])
+    # breakdown and overlap of the 8 ranks, the timeline of one step on all ranks, gaps, kernels
+    check_page(r, plots=5)
+    lanes = browser.js("return document.getElementById(arguments[0])._fullLayout.yaxis.ticktext || []",
+                       r.plots[2]["id"])
+    assert sum("rank 7" in str(t) for t in lanes) >= 1
 
 
 # page -> (plots, index of the timeline plot whose hover labels are read, or None): a report of a
