@@ -14,19 +14,45 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 
-# The first code cell of every notebook: plotly's figures go out as plotly's own JSON (JupyterLab,
-# VS Code and nbclient keep it) and as HTML with plotly.js inline for the classic notebook: no CDN,
-# so the figures draw offline.
-SETUP = """\
-import plotly.io as pio
+# The first code cell of every notebook ends here: plotly's figures go out as plotly's own JSON
+# (JupyterLab, VS Code and nbclient keep it) and as HTML with plotly.js inline for the classic
+# notebook (no CDN, so the figures draw offline).
+RENDERER = """
 pio.renderers.default = "plotly_mimetype+notebook"
+pd.set_option("display.max_colwidth", 80)"""
 
+SETUP = """\
 import pandas as pd
+import plotly.io as pio
+
 import speedtrace.analysis as sa
 from speedtrace import samples
 from speedtrace.analysis import figures
+""" + RENDERER
 
-pd.set_option("display.max_colwidth", 80)"""
+SETUP_DIFF = """\
+import pandas as pd
+import plotly.io as pio
+
+import speedtrace.analysis as sa
+from speedtrace import samples
+from speedtrace.analysis import figures
+from speedtrace.analysis.diff import build_diff
+""" + RENDERER
+
+SETUP_PROFILE = """\
+import tempfile
+
+import pandas as pd
+import plotly.io as pio
+import torch
+
+import speedtrace.analysis as sa
+import speedtrace.profiling as prof
+from speedtrace.analysis import figures
+""" + RENDERER + """
+
+out_dir = tempfile.mkdtemp(prefix="speedtrace-nb-")"""
 
 
 def md(text: str):
@@ -106,8 +132,7 @@ changes reverted, `h200-record` has them. This notebook asks what the change did
 which metrics moved beyond the step-to-step noise, which kernels appeared, vanished or were fused,
 what happened to the `select_backward` kernels, and how the optimizer phase looks before and after."""),
     md("Setup: plotly's renderer, the analysis API and the diff."),
-    code(SETUP + """
-from speedtrace.analysis.diff import build_diff"""),
+    code(SETUP_DIFF),
     md("Load both sides and compare them; `build_diff` works per profiled step, so each change "
        "comes with the spread of that metric over the steps."),
     code("""
@@ -247,13 +272,7 @@ first times unprofiled steps, so that the trace says how much the profiler itsel
 (its dilation). Here the step is a small MLP on the CPU; on a GPU machine the same cells profile
 CUDA kernels and every GPU analysis of the other notebooks applies."""),
     md("Setup: torch for the model, the profiler API, a scratch directory for the trace."),
-    code(SETUP + """
-import tempfile
-
-import torch
-import speedtrace.profiling as prof
-
-out_dir = tempfile.mkdtemp(prefix="speedtrace-nb-")"""),
+    code(SETUP_PROFILE),
     md("""
 A training step: forward, backward and optimizer, each in a `record_function` range so that the
 analysis can say in which phase time went (the bundled trainer uses the same names)."""),
