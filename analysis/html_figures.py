@@ -10,6 +10,8 @@ the same name and the two timelines of one step after the verdict. plotly is imp
 
 from __future__ import annotations
 
+import dataclasses
+
 from speedtrace.analysis.report_sections import DETAIL_ALL_UP_TO
 
 
@@ -33,14 +35,18 @@ def _has_comm(report: dict) -> bool:
 
 def report_figures(ts, report: dict) -> dict[str, list]:
     """Section key -> figures for the HTML page of ``report`` (built from the trace set ``ts``).
-    The timeline shows one step (the first the report covers) of the ranks the report covers: a
-    whole multi-step trace would make the page heavy and a step is what a reader compares."""
+    The charts cover the ranks the report covers. The timeline shows one step (the first the
+    report covers): a whole multi-step trace would make the page heavy, and a step is what a
+    reader compares; the breakdown, gap and kernel charts show every step of the trace."""
     from speedtrace.analysis import figures
 
     if not report.get("ranks"):
         return {}   # no GPU activity: nothing to draw
     step = first_step(report)
     ranks = _selected_ranks(report)
+    if ranks is not None:
+        # --rank R: every chart shows the rank the report is about, as the text does
+        ts = dataclasses.replace(ts, ranks=[r for r in ts.ranks if r.rank in ranks])
     summary = [figures.breakdown(ts)]
     if _has_comm(report):
         summary.append(figures.overlap(ts))

@@ -189,3 +189,13 @@ def test_many_ranks_put_the_summary_charts_beside_the_rank_table(tmp_path):
     assert placed == {"ranks": 2, "steps": 1, "gaps": 1, "kernels": 1}
     missing = [s for s in _document_strings(doc) if esc(safe_text(s)) not in html]
     assert not missing, missing[:5]
+
+
+def test_rank_option_limits_the_charts_to_that_rank(tmp_path):
+    out = tmp_path / "r3.html"
+    assert cli("report", "--sample", "h100x8-normuon", "--rank", "3", "--format", "html", "-o", str(out)) == 0
+    specs = [json.loads(s) for s in re.findall(
+        r"<script>\(function\(\)\{var f=(\{.*?\});Plotly\.newPlot\(", out.read_text(encoding="utf-8"), flags=re.S)]
+    text = json.dumps([s["data"] for s in specs]) + json.dumps([s["layout"] for s in specs])
+    assert "rank 3" in text
+    assert not [r for r in range(8) if r != 3 and f"rank {r}" in text]
