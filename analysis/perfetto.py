@@ -64,9 +64,11 @@ def _counter(rank, pid: int, name: str, key: str, x, values) -> list[dict]:
 
 
 def _flag_counter(rank, pid: int, name: str, u: iv.Union, lo: float) -> list[dict]:
-    """A 0/1 counter: 0 from ``lo``, 1 on each interval of the union."""
-    x = np.concatenate([[lo], np.column_stack([u[0], u[1]]).ravel()])
-    v = [0] + [1, 0] * len(u[0])
+    """A 0/1 counter: 0 from ``lo`` (unless the union starts there), 1 on each interval of the union."""
+    x = np.column_stack([u[0], u[1]]).ravel()
+    v = [1, 0] * len(u[0])
+    if not len(x) or x[0] > lo:
+        x, v = np.concatenate([[lo], x]), [0] + v
     return _counter(rank, pid, name, "on", x, v)
 
 
