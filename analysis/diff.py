@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from speedtrace.analysis import fmt
 from speedtrace.analysis import kernel_match as km
 from speedtrace.analysis import sums as sm
 from speedtrace.analysis.diff_verdict import verdict
@@ -40,6 +41,7 @@ from speedtrace.analysis.metrics import DeviceMetrics, device_metrics
 from speedtrace.analysis.noise import significance
 from speedtrace.analysis.sums import TOTAL_KEYS, Sums
 from speedtrace.errors import SpeedtraceError
+from speedtrace.profiling import runinfo
 
 SCHEMA = "speedtrace.diff/1"
 
@@ -49,6 +51,8 @@ SAME_REL = 0.03
 # Gap groups change when they move by more than 20% and more than 5 µs per step.
 GAP_CHANGE_REL = 0.20
 GAP_CHANGE_US = 5.0
+# GPU time outside the steps above this share of a side's busy time is named in a warning.
+OUTSIDE_STEPS_SHARE = 0.05
 # Profiling modes differ when dilation differs by more than this.
 DILATION_TOLERANCE = 0.03
 _DILATING_OPTIONS = ("record_shapes", "with_stack", "profile_memory")
@@ -291,9 +295,9 @@ def profile_of(trace_set: TraceSet) -> dict:
     from speedtrace.analysis.report import run_summary
 
     run = run_summary(trace_set.run) or {}
-    raw = trace_set.run if isinstance(trace_set.run, dict) else {}
+    info = trace_set.run or runinfo.RunInfo()
     cpu = (Cat.CPU_OP, Cat.USER_ANNOTATION, Cat.CUDA_RUNTIME, Cat.CUDA_DRIVER)
-    out = {"mode": run.get("mode"), "activities": raw.get("activities"), "cuda_graphs": run.get("cuda_graphs"),
+    out = {"mode": run.get("mode"), "activities": info.activities, "cuda_graphs": run.get("cuda_graphs"),
            "dilation": run.get("dilation"),
            "cpu_events": any(bool(np.isin(rt.events.cat, cpu).any()) for rt in trace_set.ranks)}
     for option in _DILATING_OPTIONS:
@@ -339,6 +343,13 @@ def _warnings(before: Side, after: Side, per_step: bool, differences: list[str])
             out.append(f"totals compared over whole traces: {before.trace_set.path} has "
                        f"{has(before, nb)}, {after.trace_set.path} has {has(after, na)}; they "
                        "compare only if both traces cover the same work")
+    gpus_b = sorted({e.device for e in before.entries if e.device})
+    gpus_a = sorted({e.device for e in after.entries if e.device})
+    if gpus_b and gpus_a and gpus_b != gpus_a:
+        out.append(f"the sides ran on different GPU models (before: {', '.join(gpus_b)}; after: "
+                   f"{', '.join(gpus_a)}): kernel times differ by the hardware as well as by the change")
+    if per_step:
+        out += [w for side in (before, after) if (w := _outside_steps_warning(side))]
     keys_b = {(e.rank, e.device_id) for e in before.entries}
     keys_a = {(e.rank, e.device_id) for e in after.entries}
     if keys_b != keys_a:
@@ -348,6 +359,18 @@ def _warnings(before: Side, after: Side, per_step: bool, differences: list[str])
         out += _host_bound_warnings(side.trace_set)
         out += [w for w in side.trace_set.warnings if w not in out]
     return out
+
+
+def _outside_steps_warning(side: Side) -> str | None:
+    """A per-step comparison leaves out GPU time outside the profiler steps: say so when that
+    is more than ``OUTSIDE_STEPS_SHARE`` of the side's GPU busy time."""
+    outside = sum(e.unassigned_gpu_us or 0.0 for e in side.entries)
+    busy = sum(e.whole.busy_us for e in side.entries)
+    if busy <= 0 or outside <= OUTSIDE_STEPS_SHARE * busy:
+        return None
+    return (f"{side.trace_set.path}: {fmt.time_text(outside)} of its {fmt.time_text(busy)} of GPU busy time "
+            f"({100 * outside / busy:.0f}%) lies outside the profiler steps, which a per-step "
+            "comparison leaves out")
 
 
 def _host_bound_warnings(trace_set: TraceSet) -> list[str]:

@@ -16,6 +16,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from speedtrace.profiling.runinfo import RunInfo
+
 
 class Cat(IntEnum):
     """Event categories kept by the loader (``EventTable.cat``)."""
@@ -156,7 +158,7 @@ class TraceSet:
 
     path: str
     ranks: list[RankTrace]
-    run: dict | None = None            # run.json beside the traces, when present
+    run: RunInfo | None = None         # run.json beside the traces, when present
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -54,7 +54,7 @@ def kernel_table(tl, sel: np.ndarray, top: int | None = None) -> list[dict]:
     longest = np.full(n, -np.inf)
     np.maximum.at(longest, key, dur)
     mean_b = _weighted_mean(key, n, tl.b[sel], dur)
-    mean_occ = _weighted_mean(key, n, ev.occupancy_pct[rows], dur)
+    mean_occ = _weighted_mean(key, n, tl.occupancy[sel], dur)
     stream = np.where(ev.stream[rows] >= 0, ev.stream[rows], ev.tid[rows])
     pairs = np.unique(np.stack([key, stream]), axis=1)
     streams: list[list[int]] = [[] for _ in range(n)]

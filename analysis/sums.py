@@ -21,11 +21,13 @@ from speedtrace.analysis import select_backward as sb
 TOTAL_KEYS = (
     "span_us", "busy_us", "idle_us", "compute_us", "comm_us", "memory_us", "overlap_us",
     "exposed_comm_us", "exposed_memory_us", "comp_comm_overlap_pct", "kernel_count",
-    "comm_kernel_count", "est_sm_efficiency_pct", "achieved_occupancy_pct", "sm_contention_us",
+    "comm_kernel_count", "est_sm_efficiency_pct", "achieved_occupancy_pct",
+    "achieved_occupancy_coverage_pct", "sm_contention_us",
     "comm_queue_us", "comm_queue_full_sm_us", "select_backward_kernels", "select_backward_us",
     "select_backward_fused_kernels", "select_backward_cpu_ops",
 )
-RATIO_KEYS = ("comp_comm_overlap_pct", "est_sm_efficiency_pct", "achieved_occupancy_pct")
+RATIO_KEYS = ("comp_comm_overlap_pct", "est_sm_efficiency_pct", "achieved_occupancy_pct",
+              "achieved_occupancy_coverage_pct")
 
 
 @dataclass
@@ -34,7 +36,8 @@ class Sums:
 
     ``sm_busy_us`` is ∫ min(Σ blocks/SM of running kernels, 1) dt, None when no kernel of the
     selection has a known blocks/SM (unknown is not idle). ``occ_weighted_us`` is Σ occupancy·dur
-    over the compute kernels that carry an achieved occupancy and ``occ_weight_us`` their Σ dur.
+    over the compute kernels that carry an achieved occupancy estimate, ``occ_weight_us`` their
+    Σ dur and ``compute_kernel_us`` the Σ dur of every compute kernel (the estimate's coverage).
     ``select_backward_cpu_ops`` is None where the step source cannot place CPU ops in steps.
     """
 
@@ -52,6 +55,7 @@ class Sums:
     sm_busy_us: float | None = None
     occ_weighted_us: float = 0.0
     occ_weight_us: float = 0.0
+    compute_kernel_us: float = 0.0
     sm_contention_us: float = 0.0
     comm_queue_us: float = 0.0
     comm_queue_full_sm_us: float = 0.0
@@ -71,6 +75,8 @@ def ratios(s: Sums) -> dict:
         "est_sm_efficiency_pct": (100.0 * s.sm_busy_us / s.span_us
                                   if s.span_us > 0 and s.sm_busy_us is not None else None),
         "achieved_occupancy_pct": s.occ_weighted_us / s.occ_weight_us if s.occ_weight_us > 0 else None,
+        "achieved_occupancy_coverage_pct": (100.0 * s.occ_weight_us / s.compute_kernel_us
+                                            if s.compute_kernel_us > 0 else None),
     }
 
 
@@ -125,11 +131,12 @@ def sums_of(tl, sel: np.ndarray, select_backward_cpu_ops: int | None) -> Sums:
         x, f = iv.step_function(start[known], end[known], b[known])
         out.sm_busy_us = iv.integral(x, np.clip(f, 0.0, 1.0))
 
-    occ = tl.rank.events.occupancy_pct[tl.rows[sel]]
+    occ = tl.occupancy[sel]
     has_occ = comp & ~np.isnan(occ)
     weight = (end - start)[has_occ]
     out.occ_weighted_us = float(np.sum(occ[has_occ] * weight))
     out.occ_weight_us = float(weight.sum())
+    out.compute_kernel_us = float((end - start)[comp].sum())
 
     x, f = iv.step_function(start[comp], end[comp], tl.sm_weight[sel][comp])
     out.sm_contention_us = iv.length(iv.intersect(comm_u, iv.where(x, f >= tl.sm_threshold)))

@@ -32,9 +32,9 @@ modes:
 Shapes, stacks and memory (--record-shapes, --with-stack, --profile-memory) are opt-in: they
 dilate the step several-fold, and `speedtrace report` then warns which numbers they distort.
 Inductor's per-launch ranges are off too (--launch-records turns them on): while a profiler runs,
-Inductor launches every kernel through a slow path that adds one; on the H200 that alone took
-the speedrun step's dilation from 1.01 to 1.14 (CUDA only) and from 1.07 to 1.20 (CPU+CUDA). Launches
-still appear as runtime/driver calls linked to their kernels, inside the same annotations.
+Inductor launches every kernel through a slow path that adds one, the largest part of the host time
+a profiler adds to a compiled step (benchmarks/RESULTS.md). Launches still appear as runtime/driver
+calls linked to their kernels, inside the same annotations.
 
 examples:
   speedtrace profile --config tiny --device cpu --out runs/tiny

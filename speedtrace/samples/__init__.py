@@ -1,6 +1,7 @@
 """Small real trace sets shipped inside the package, so ``speedtrace report`` works out of the box.
 
-Regenerate them with ``python -m speedtrace.samples.make_samples`` (sources in ATTRIBUTION.md).
+Regenerate them with ``python -m speedtrace.samples.make_samples --data DATA`` (sources in
+ATTRIBUTION.md).
 """
 
 from __future__ import annotations

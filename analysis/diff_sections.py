@@ -1,14 +1,16 @@
-"""Text and markdown forms of a diff document (``diff.build_diff``); they only format it.
+"""A diff document (``diff.build_diff``) as a ``Document`` of sections; it only formats it.
 
 Order: a short header (paths, basis, steps per side, warnings), the metric table, the kernel
-changes (not the ``same`` ones; absorbed eager kernels under the kernel that absorbed them),
-select_backward, SM contention and comm queueing, the gap groups that changed, the verdict.
+changes (not the ``same`` ones; absorbed eager kernels as notes under the kernel that absorbed
+them), select_backward, SM contention and comm queueing, the gap groups that changed, the
+verdict. Section keys: ``header``, ``metrics``, ``kernels``, ``select_backward``, ``sm_comm``,
+``gaps``, ``verdict``.
 """
 
 from __future__ import annotations
 
-from speedtrace.analysis.diff_verdict import count_text, minus
-from speedtrace.analysis.tables import md_escape, md_table, text_table
+from speedtrace.analysis.fmt import count_text, minus
+from speedtrace.analysis.sections import Document, Para, Section, Table
 
 KERNELS_SHOWN = 20
 GAP_GROUPS_SHOWN = 20
@@ -148,86 +150,45 @@ def _gap_rows(doc: dict) -> tuple[list[list[str]], int]:
     return rows, max(0, len(changed) - GAP_GROUPS_SHOWN)
 
 
-# ----------------------------------------------------------------------------------- text
+# -------------------------------------------------------------------------------- document
 
 
-
-
-def render_text(doc: dict) -> str:
-    """The diff as plain text, verdict last."""
-    lines = ["speedtrace diff", *_header(doc)]
-    lines += [f"warning: {w}" for w in doc["warnings"]]
-    lines += ["", "metrics (* = larger than the per-step noise):"]
-    lines += text_table(_metric_rows(doc), right={1, 2, 3, 4}, indent="  ")
+def diff_sections(doc: dict) -> Document:
+    """The ``Document`` of a diff dict: header, metrics, kernel changes, select_backward, SMs
+    and comm, gap groups, verdict."""
+    out = Document("diff", "speedtrace diff", "", warnings=list(doc["warnings"]))
+    out.sections.append(Section("header", "", [Para(line) for line in _header(doc)]))
+    out.sections.append(Section("metrics", "metrics (* = larger than the per-step noise)", [Table(
+        *_split(_metric_rows(doc)), right=frozenset({1, 2, 3, 4}), code=frozenset())]))
 
     shown, more = shown_kernels(doc)
-    lines += ["", "kernel changes (largest |Δµs| first):"]
     if shown:
-        rows = [["status", "kernel", "count", "before µs", "after µs", "Δµs", ""]]
-        notes = {}
+        rows, notes = [], {}
         for k in shown:
             rows.append([k["status"], _short(k["key"]), _counts(k), _us(k["before_us"]),
                          _us(k["after_us"]), minus(f"{k['delta_us']:+,.1f}"),
                          "*" if k.get("significant") else ""])
-            notes[len(rows) - 1] = _kernel_notes(doc, k)
-        table = text_table(rows, right={3, 4, 5}, indent="  ")
-        for i, line in enumerate(table):
-            lines.append(line)
-            lines += [f"      {n}" for n in notes.get(i, [])]
-        if more:
-            lines.append(f"  ... {more} more kernel changes (see --format json)")
+            found = _kernel_notes(doc, k)
+            if found:
+                notes[len(rows) - 1] = found
+        block = Table(["status", "kernel", "count", "before µs", "after µs", "Δµs", ""], rows,
+                      right=frozenset({3, 4, 5}), code=frozenset({1}), notes=notes,
+                      more=f"... {more} more kernel changes (see --format json)" if more else None)
     else:
-        lines.append("  none")
-
-    lines += ["", f"select_backward: {_select_backward_text(doc)}"]
-    lines += ["", "SMs and comm:"] + [f"  {s}" for s in _sm_comm_lines(doc)]
+        block = Para("none")
+    out.sections.append(Section("kernels", "kernel changes (largest |Δµs| first)", [block]))
+    out.sections.append(Section("select_backward", "select_backward", [Para(_select_backward_text(doc))]))
+    out.sections.append(Section("sm_comm", "SMs and comm", [Para(s) for s in _sm_comm_lines(doc)]))
     gap_rows, more = _gap_rows(doc)
-    lines += ["", "gap groups that changed (by kind and phase):"]
-    lines += text_table(gap_rows, right={3, 4, 5, 6, 7}, indent="  ") if len(gap_rows) > 1 else ["  none"]
-    if more:
-        lines.append(f"  ... {more} more gap groups (see --format json)")
-    lines += ["", "verdict:"] + [f"  {v}" for v in doc["verdict"].splitlines()]
-    return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------- markdown
-
-
-
-
-
-
-def render_markdown(doc: dict) -> str:
-    """The diff as GitHub-flavoured markdown, verdict last."""
-    out = ["# speedtrace diff", ""]
-    out += [f"- {md_escape(line)}" for line in _header(doc)] + [""]
-    out += [f"> **warning:** {md_escape(w)}  " for w in doc["warnings"]]
-    if doc["warnings"]:
-        out.append("")
-    out += ["## Metrics", "", "`*`: larger than the per-step noise.", ""]
-    out += md_table(_metric_rows(doc), right={1, 2, 3, 4}) + [""]
-
-    shown, more = shown_kernels(doc)
-    out += ["## Kernel changes", ""]
-    if shown:
-        rows = [["status", "kernel", "count", "before µs", "after µs", "Δµs", "", "note"]]
-        for k in shown:
-            notes = _kernel_notes(doc, k, quote="`")
-            rows.append([k["status"], f"`{_short(k['key'], 90)}`", _counts(k), _us(k["before_us"]),
-                         _us(k["after_us"]), minus(f"{k['delta_us']:+,.1f}"),
-                         "*" if k.get("significant") else "", "; ".join(notes)])
-        out += md_table(rows, right={3, 4, 5}) + [""]
-        if more:
-            out += [f"... {more} more kernel changes (see `--format json`).", ""]
+    if len(gap_rows) > 1:
+        block = Table(*_split(gap_rows), right=frozenset({3, 4, 5, 6, 7}), code=frozenset({2}),
+                      more=f"... {more} more gap groups (see --format json)" if more else None)
     else:
-        out += ["None.", ""]
+        block = Para("none")
+    out.sections.append(Section("gaps", "gap groups that changed (by kind and phase)", [block]))
+    out.sections.append(Section("verdict", "verdict", [Para(v) for v in doc["verdict"].splitlines()]))
+    return out
 
-    out += ["## select_backward", "", md_escape(_select_backward_text(doc)), ""]
-    out += ["## SMs and comm", ""] + [f"- {md_escape(s)}" for s in _sm_comm_lines(doc)] + [""]
-    gap_rows, more = _gap_rows(doc)
-    out += ["## Gap groups that changed", ""]
-    out += md_table(gap_rows, right={3, 4, 5, 6, 7}) + [""] if len(gap_rows) > 1 else ["None.", ""]
-    if more:
-        out += [f"... {more} more gap groups (see `--format json`).", ""]
-    out += ["## Verdict", ""] + [f"{md_escape(v)}  " for v in doc["verdict"].splitlines()]
-    return "\n".join(out) + "\n"
+
+def _split(rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    return rows[0], rows[1:]
