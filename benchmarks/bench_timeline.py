@@ -94,6 +94,34 @@ def chromium(binary: str, driver: str):
     return webdriver.Chrome(service=Service(driver), options=opts)
 
 
+def first_paint(page: str, args) -> float:
+    """Median seconds from navigation start to the drawn plot, over ``args.repeat`` fresh browsers."""
+    paints = []
+    for _ in range(args.repeat):
+        drv = chromium(args.chromium, args.chromedriver)
+        try:
+            drv.set_script_timeout(120)
+            drv.get("about:blank")
+            drv.get("file://" + os.path.abspath(page))
+            paints.append(drv.execute_async_script(WAIT_PLOT_JS)["paint_ms"] / 1000.0)
+        finally:
+            drv.quit()
+    return sorted(paints)[len(paints) // 2]
+
+
+def baseline(args, out_dir: str) -> float:
+    """First paint of the same page shell around a 2-point WebGL plot: the cost of plotly.js
+    itself (parsing 4-5 MB of script, starting WebGL) that every page pays."""
+    import plotly.graph_objects as go
+
+    from speedtrace.analysis.html_page import figure_html, page
+
+    out = os.path.join(out_dir, "baseline.html")
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(page("baseline", figure_html(go.Figure(go.Scattergl(x=[0, 1], y=[0, 1])), "timeline")))
+    return first_paint(out, args)
+
+
 def measure(path: str, args, out_dir: str) -> dict:
     from speedtrace.analysis.figures_timeline import build_figure, select_blocks, timeline_title
     from speedtrace.analysis.load import load
@@ -157,6 +185,9 @@ def main(argv=None) -> int:
     print("| trace | ranks | lanes | GPU events drawn | plotly traces | points | HTML MB | load s | build s "
           "| page s | first paint s | WebGL | hover | console errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
+    if not args.no_browser:
+        print(f"| (page shell + plotly.js, a 2-point plot) | | | | | | | | | | {baseline(args, out_dir):.2f} | | | |",
+              flush=True)
     for path in args.paths:
         r = measure(path, args, out_dir)
         paint = f"{r['paint_s']:.2f}" if "paint_s" in r else "—"
