@@ -3,8 +3,9 @@
 For each trace (set) given: load it, build the timeline figure (``figures.timeline``), write the
 page that ``speedtrace timeline`` writes, then open it in headless Chromium (selenium) and time
 the first paint: from navigation start until the plot exists and two animation frames have
-passed after ``Plotly.newPlot`` resolved (so WebGL has drawn). Also checks that hovering a
-kernel shows its name, and that the browser logged no error.
+passed after ``Plotly.newPlot`` resolved (so WebGL has drawn); then a zoom (relayout to 2% of
+the range and back to all of it, the slower of the two until drawn). Also checks that hovering
+a kernel shows its name, and that the browser logged no error.
 
     python benchmarks/bench_timeline.py speedtrace/samples/h200-record ../shared/data/...
     python benchmarks/bench_timeline.py run/ --steps 11-12 --rank 0 --out-dir /tmp/tl
@@ -34,6 +35,25 @@ function ready() {
     done({paint_ms: performance.now(), canvases: gl, nowebgl: nowebgl});
   }); });
 })();
+"""
+
+# Time a relayout until drawn: zoom into the middle 2% of the range, then back out to all of it.
+ZOOM_JS = """
+var done = arguments[arguments.length - 1];
+var gd = document.getElementById('timeline'), r = gd._fullLayout.xaxis.range.slice();
+var mid = (r[0] + r[1]) / 2, half = (r[1] - r[0]) / 100;
+function drawn(t0, then) {
+  requestAnimationFrame(function () { requestAnimationFrame(function () { then(performance.now() - t0); }); });
+}
+var t0 = performance.now();
+Plotly.relayout(gd, {'xaxis.range': [mid - half, mid + half]}).then(function () {
+  drawn(t0, function (zoom_in) {
+    var t1 = performance.now();
+    Plotly.relayout(gd, {'xaxis.range': r}).then(function () {
+      drawn(t1, function (zoom_out) { done({zoom_in_ms: zoom_in, zoom_out_ms: zoom_out}); });
+    });
+  });
+});
 """
 
 # The first compute kernel's marker: zoom around it, then the mouse goes there (below).
@@ -148,7 +168,7 @@ def measure(path: str, args, out_dir: str) -> dict:
            "html_mb": len(html.encode()) / 1e6, "load_s": t1 - t0, "build_s": t2 - t1, "page_s": t3 - t2}
     row["lanes"] = sum(1 for t in fig.layout.yaxis.ticktext if t)
     if not args.no_browser:
-        paints = []
+        paints, zooms = [], []
         for _ in range(args.repeat):
             drv = chromium(args.chromium, args.chromedriver)
             try:
@@ -158,6 +178,8 @@ def measure(path: str, args, out_dir: str) -> dict:
                 r = drv.execute_async_script(WAIT_PLOT_JS)
                 paints.append(r["paint_ms"] / 1000.0)
                 row["webgl"] = r["canvases"] > 0 and not r["nowebgl"]
+                z = drv.execute_async_script(ZOOM_JS)
+                zooms.append(max(z["zoom_in_ms"], z["zoom_out_ms"]) / 1000.0)
                 row["hover_ok"] = hover_shows_name(drv)
                 errors = [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
                 row["console_errors"] = len(errors)
@@ -166,6 +188,7 @@ def measure(path: str, args, out_dir: str) -> dict:
             finally:
                 drv.quit()
         row["paint_s"] = sorted(paints)[len(paints) // 2]
+        row["zoom_s"] = sorted(zooms)[len(zooms) // 2]
     return row
 
 
@@ -183,16 +206,17 @@ def main(argv=None) -> int:
     out_dir = args.out_dir or tempfile.mkdtemp(prefix="speedtrace-timeline-")
     os.makedirs(out_dir, exist_ok=True)
     print("| trace | ranks | lanes | GPU events drawn | plotly traces | points | HTML MB | load s | build s "
-          "| page s | first paint s | WebGL | hover | console errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
+          "| page s | first paint s | zoom s | WebGL | hover | console errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
     if not args.no_browser:
-        print(f"| (page shell + plotly.js, a 2-point plot) | | | | | | | | | | {baseline(args, out_dir):.2f} | | | |",
+        print(f"| (page shell + plotly.js, a 2-point plot) | | | | | | | | | | {baseline(args, out_dir):.2f} | | | | |",
               flush=True)
     for path in args.paths:
         r = measure(path, args, out_dir)
         paint = f"{r['paint_s']:.2f}" if "paint_s" in r else "—"
+        zoom = f"{r['zoom_s']:.2f}" if "zoom_s" in r else "—"
         print(f"| {r['trace']} | {r['ranks']} | {r['lanes']} | {r['events']:,} | {r['traces']} | {r['points']:,} "
-              f"| {r['html_mb']:.1f} | {r['load_s']:.2f} | {r['build_s']:.2f} | {r['page_s']:.2f} | {paint} "
+              f"| {r['html_mb']:.1f} | {r['load_s']:.2f} | {r['build_s']:.2f} | {r['page_s']:.2f} | {paint} | {zoom} "
               f"| {r.get('webgl', '—')} | {r.get('hover_ok', '—')} | {r.get('console_errors', '—')} |", flush=True)
     print(f"pages in {out_dir}", file=sys.stderr)
     return 0

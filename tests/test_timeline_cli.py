@@ -102,3 +102,70 @@ def test_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (argv, err)
     assert not (tmp_path / "o.html").exists()
+
+
+# ---------------------------------------------------------------------------- in a browser
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+WAIT_PLOT = """
+var done = arguments[arguments.length - 1];
+(function poll() {
+  var gd = document.getElementById('timeline');
+  if (!(gd && gd._fullLayout && gd.querySelector('.main-svg'))) { setTimeout(poll, 20); return; }
+  requestAnimationFrame(function () { requestAnimationFrame(function () {
+    done({canvases: gd.querySelectorAll('canvas').length, nowebgl: gd.querySelector('.no-webgl') !== null});
+  }); });
+})();
+"""
+
+
+@pytest.mark.slow
+def test_page_draws_in_chromium_and_names_stay_text(tmp_path):
+    """The page's CSP lets plotly's WebGL run (no "WebGL is not supported"), the browser logs no
+    error, no hostile name became markup, and hovering the hostile kernel shows its name as text."""
+    import os
+    import time
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("Chromium and chromedriver are not installed (apt: chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    step_trace(tmp_path, gemm=HOSTILE, small=SCRIPT)
+    out = tmp_path / "t.html"
+    assert main(["timeline", str(tmp_path / "rank-0.trace.json"), "-o", str(out)]) == 0
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--enable-unsafe-swiftshader",
+              "--use-angle=swiftshader", "--window-size=1400,1000"):
+        opts.add_argument(a)
+    opts.binary_location = CHROMIUM
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    try:
+        drv.set_script_timeout(60)
+        drv.get(out.as_uri())
+        drawn = drv.execute_async_script(WAIT_PLOT)
+        assert drawn["canvases"] > 0 and not drawn["nowebgl"]
+        assert drv.execute_script("return document.querySelectorAll('img, iframe').length") == 0
+        # Move the mouse onto the hostile kernel (the gemm, [10, 20) µs, on the first stream lane).
+        x, y = drv.execute_script("""
+            var gd = document.getElementById('timeline'), r = gd.getBoundingClientRect();
+            var t = gd._fullData.filter(function (t) { return t.legendgroup === 'class:compute'
+                                                        && t.mode === 'markers'; })[0];
+            var i = t.text.indexOf('&lt;img src=x onerror=alert(1)&gt;');
+            var xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            return [r.left + xa._offset + xa.l2p(t.x[i]), r.top + ya._offset + ya.l2p(t.y[i])];""")
+        action = ActionBuilder(drv)
+        action.pointer_action.move_to_location(int(x), int(y))
+        action.perform()
+        time.sleep(0.5)
+        label = drv.execute_script("var l = document.querySelector('.hoverlayer .hovertext');"
+                                   "return l ? l.textContent : null;")
+        assert label and HOSTILE in label
+        assert drv.execute_script("return document.querySelectorAll('img, iframe').length") == 0
+        errors = [e for e in drv.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not errors, errors
+    finally:
+        drv.quit()
