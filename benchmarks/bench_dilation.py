@@ -285,10 +285,11 @@ def main():
 
     import torch
 
-    from speedtrace.trainer.config import get_config
-    from speedtrace.trainer.train import Trainer, parse_reverts
+    from speedtrace.commands.trainer_options import revert_names
+    from speedtrace.trainer.config import get_config, reverts_for
+    from speedtrace.trainer.train import Trainer
 
-    reverts = parse_reverts(args.variant, args.revert)
+    reverts = reverts_for(args.variant, revert_names(args.revert))
     cfg = get_config("speedrun").with_reverts(reverts)
     torch.empty(1, device="cuda", requires_grad=True).backward()
     trainer = Trainer(cfg, "cuda", args.data, None, val_every=-1, start_step=args.start_step)
