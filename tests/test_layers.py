@@ -22,7 +22,8 @@ LAYERS: dict[str, list[str]] = {
     "metrics": ["sums", "metrics", "noise", "kernel_match", "diff_verdict", "diff", "report", "runs",
                 "cross_rank", "hta"],
     "sections": ["report_sections", "diff_sections"],
-    "renderers": ["render", "render_html", "figures", "figures_timeline", "figures_diff", "perfetto"],
+    "renderers": ["render", "render_html", "figures", "figures_timeline", "figures_summary", "figures_diff",
+                  "perfetto"],
 }
 ORDER = list(LAYERS)
 LAYER_OF = {m: ORDER.index(layer) for layer, mods in LAYERS.items() for m in mods}
