@@ -31,9 +31,9 @@ import numpy as np
 from speedtrace.analysis import intervals as iv
 from speedtrace.analysis.decode import read_bytes
 from speedtrace.analysis.events import RankTrace
-from speedtrace.analysis.figures_timeline import _pack, exposed_memory, phase_instances, sm_usage
 from speedtrace.analysis.gaps import gap_table
 from speedtrace.analysis.timeline import device_timeline
+from speedtrace.analysis.tracks import exposed_memory, pack, phase_instances, sm_usage, step_spans
 from speedtrace.errors import SpeedtraceError
 
 SYNTH_PID_BASE = 0x7F000000
@@ -123,12 +123,8 @@ def device_events(rank: RankTrace, device_id: int, run: dict | None = None, *,
 
     out += _packed(rank, pid, PHASE_TID0, "phases (GPU)",
                    [(name, s, e, {"gpu_events": n}) for name, s, e, n in phase_instances(tl, sel)])
-    steps = []
-    for n in tl.steps.steps:
-        m = tl.steps.step_of == n
-        if m.any():
-            steps.append((f"step {n}", float(tl.start[m].min()), float(tl.end[m].max()),
-                          {"gpu_events": int(m.sum()), "step_source": tl.steps.source}))
+    steps = [(f"step {n}", s, e, {"gpu_events": k, "step_source": tl.steps.source})
+             for n, s, e, k in step_spans(tl, sel)]
     out += _packed(rank, pid, STEP_TID0, "steps (GPU)", steps)
     return out
 
@@ -137,7 +133,7 @@ def _packed(rank, pid: int, tid0: int, title: str, items: list[tuple]) -> list[d
     """Slices spread over threads tid0, tid0+1, ... so that none overlaps another on a thread."""
     if not items:
         return []
-    level = _pack(np.array([i[1] for i in items]), np.array([i[2] for i in items]), MAX_LEVELS)
+    level = pack(np.array([i[1] for i in items]), np.array([i[2] for i in items]), MAX_LEVELS)
     out = []
     for k in range(int(level.max()) + 1):
         label = title if k == 0 else f"{title} ({k + 1})"

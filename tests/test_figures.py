@@ -29,7 +29,8 @@ from synth import Trace
 
 from speedtrace.analysis import figures, load
 from speedtrace.analysis.diff import build_diff
-from speedtrace.analysis.figures_timeline import MAX_POINTS, NAME_LIMIT
+from speedtrace.analysis.figures_geometry import MAX_POINTS
+from speedtrace.analysis.figures_timeline import NAME_LIMIT
 from speedtrace.errors import SpeedtraceError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
