@@ -3,9 +3,10 @@
 ``annotate`` copies the original trace byte for byte (its events are not re-encoded) and appends,
 per GPU of the rank, one synthetic process holding:
 
-- counter tracks (``"ph": "C"``): SM usage (Σ blocks/SM of the running compute kernels with a
-  known b, as metrics.md defines it), GPU busy (1) / idle (0), exposed communication (1 while
-  ∪comm \\ ∪compute) and exposed memory traffic (1 while ∪memory \\ (∪compute ∪ ∪comm));
+- counter tracks (``"ph": "C"``; Perfetto names a track "<name> <arg>"): "SM usage Σ blocks/SM"
+  (of the running compute kernels with a known b, as metrics.md defines it), "GPU busy" (1) or
+  idle (0), "comm exposed" (1 on ∪comm \\ ∪compute) and "memory traffic exposed" (1 on
+  ∪memory \\ (∪compute ∪ ∪comm));
 - slices (``"ph": "X"``) on their own threads: the idle, exposed-comm and exposed-memory gaps of
   at least ``min_gap_us`` with their cause, phase and CPU op; the phases as the GPU ran them
   (annotation instances, first to last GPU event they launched); the steps likewise.
@@ -63,13 +64,13 @@ def _counter(rank, pid: int, name: str, key: str, x, values) -> list[dict]:
             for t, v in zip(_abs(rank, x), values)]
 
 
-def _flag_counter(rank, pid: int, name: str, u: iv.Union, lo: float) -> list[dict]:
+def _flag_counter(rank, pid: int, name: str, key: str, u: iv.Union, lo: float) -> list[dict]:
     """A 0/1 counter: 0 from ``lo`` (unless the union starts there), 1 on each interval of the union."""
     x = np.column_stack([u[0], u[1]]).ravel()
     v = [1, 0] * len(u[0])
     if not len(x) or x[0] > lo:
         x, v = np.concatenate([[lo], x]), [0] + v
-    return _counter(rank, pid, name, "on", x, v)
+    return _counter(rank, pid, name, key, x, v)
 
 
 def _slice(rank, pid: int, tid: int, name: str, start: float, dur: float, args: dict) -> dict:
@@ -102,14 +103,14 @@ def device_events(rank: RankTrace, device_id: int, run: dict | None = None, *,
         keep[1:] = f[1:] != f[:-1]
         xs = np.append(x[:-1][keep], x[-1])
         vs = np.append(np.round(f[keep], 4), 0.0).tolist()
-        out += _counter(rank, pid, "SM usage (Σ blocks/SM)", "blocks/SM", xs, vs)
+        out += _counter(rank, pid, "SM usage", "Σ blocks/SM", xs, vs)
     busy = iv.union(tl.start, tl.end)
     comp = iv.union(tl.start[tl.is_compute], tl.end[tl.is_compute])
     comm = iv.union(tl.start[tl.is_comm], tl.end[tl.is_comm])
     mem = iv.union(tl.start[tl.is_memory], tl.end[tl.is_memory])
-    out += _flag_counter(rank, pid, "GPU busy", busy, lo)
-    out += _flag_counter(rank, pid, "exposed comm", iv.subtract(comm, comp), lo)
-    out += _flag_counter(rank, pid, "exposed memory", iv.subtract(mem, iv.merge(comp, comm)), lo)
+    out += _flag_counter(rank, pid, "GPU", "busy", busy, lo)
+    out += _flag_counter(rank, pid, "comm", "exposed", iv.subtract(comm, comp), lo)
+    out += _flag_counter(rank, pid, "memory traffic", "exposed", iv.subtract(mem, iv.merge(comp, comm)), lo)
 
     gaps, _ = gap_table(tl, sel, min_gap_us=min_gap_us)
     gaps += exposed_memory(tl, sel, min_gap_us)

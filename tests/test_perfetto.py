@@ -38,9 +38,10 @@ def synthetic(d: dict) -> list[dict]:
     return [e for e in d["traceEvents"] if isinstance(e.get("pid"), int) and e["pid"] >= SYNTH_PID_BASE]
 
 
-def counter(events, name):
-    """[(µs from BASE, value)] of one counter track, in time order."""
-    rows = sorted((e["ts"], *e["args"].values()) for e in events if e["ph"] == "C" and e["name"] == name)
+def counter(events, track):
+    """[(µs from BASE, value)] of one counter track ("<name> <arg>", as Perfetto names it), in time order."""
+    rows = sorted((e["ts"], v) for e in events if e["ph"] == "C" for k, v in e["args"].items()
+                  if f"{e['name']} {k}" == track)
     return [(round(ts - BASE, 3), v) for ts, v in rows]
 
 
@@ -56,10 +57,10 @@ def annotated(tmp_path):
 def test_counters_by_hand(annotated):
     d = read_trace(annotated[1])
     ev = synthetic(d)
-    assert counter(ev, "SM usage (Σ blocks/SM)") == [(10.0, 1.0), (20.0, 0.0), (40.0, 0.5), (50.0, 0.0)]
+    assert counter(ev, "SM usage Σ blocks/SM") == [(10.0, 1.0), (20.0, 0.0), (40.0, 0.5), (50.0, 0.0)]
     assert counter(ev, "GPU busy") == [(10.0, 1), (32.0, 0), (40.0, 1), (50.0, 0), (60.0, 1), (70.0, 0)]
-    assert counter(ev, "exposed comm") == [(10.0, 0), (20.0, 1), (32.0, 0)]
-    assert counter(ev, "exposed memory") == [(10.0, 0), (60.0, 1), (70.0, 0)]
+    assert counter(ev, "comm exposed") == [(10.0, 0), (20.0, 1), (32.0, 0)]
+    assert counter(ev, "memory traffic exposed") == [(10.0, 0), (60.0, 1), (70.0, 0)]
 
 
 def test_gap_phase_and_step_slices_by_hand(annotated):
