@@ -251,6 +251,7 @@ class _Canvas:
         self.shown: set[str] = set()
         self.events_drawn = 0
         self.y = 0.0
+        self.x_range = [np.inf, -np.inf]  # first start and last end drawn (ms)
 
     def legend_once(self, group: str) -> bool:
         first = group not in self.shown
@@ -265,6 +266,9 @@ class _Canvas:
             return (np.asarray(t, float) + blk.shift_us) / 1000.0
 
         starts = tracks.step_starts(tl, sel)
+        if sel.any():
+            self.x_range[0] = min(self.x_range[0], float(x_of(tl.start[sel].min())))
+            self.x_range[1] = max(self.x_range[1], float(x_of(tl.end[sel].max())))
         top = self.y - 0.5
         self._phase_rows(tl, sel, tag, x_of)
         lanes_top = self.y
@@ -403,6 +407,8 @@ class _Canvas:
             legend=dict(orientation="h", yref="container", y=1.0 - 38.0 / height, yanchor="top", x=0.0,
                         xanchor="left", font=dict(size=11)),
             xaxis=dict(title=x_title, anchor="y2", rangeslider=dict(visible=True, thickness=0.05),
+                       # The events' own extent: autorange would pad it for the hover markers.
+                       range=self.x_range if self.events_drawn else None,
                        showspikes=True, spikemode="across", spikethickness=1),
             # Lanes top-down: the range runs from the last row up to the first.
             yaxis=dict(domain=[sm_frac + 0.02, 1.0], range=[self.y - 0.4, -0.5], tickvals=self.ticks,
