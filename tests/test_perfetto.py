@@ -175,6 +175,7 @@ def test_bad_input(tmp_path, capsys):
         (["annotate", str(tmp_path / "nope.json"), "-o", str(tmp_path / "o.json")], "no such file"),
         (["annotate", src, "-o", src], "is the input trace"),
         (["annotate", src, "--sample", "h200-record", "-o", str(tmp_path / "o.json")], "not both"),
+        (["annotate", src], "-o FILE"),
     ]
     for argv, message in cases:
         assert main(argv) == 2

@@ -65,7 +65,7 @@ def test_steps_and_rank_select(tmp_path):
 
 
 def test_sample_list(capsys):
-    assert main(["timeline", "--sample", "list", "-o", "unused.html"]) == 0
+    assert main(["timeline", "--sample", "list"]) == 0
     assert "h200-record" in capsys.readouterr().out
 
 
@@ -96,6 +96,7 @@ def test_bad_input(tmp_path, capsys):
         (["timeline", src, "--sample", "h200-record", "-o", out], "not both"),
         (["timeline", "--sample", "nope", "-o", out], "no bundled sample"),
         (["timeline", src, "--min-gap-us", "-3", "-o", out], "--min-gap-us"),
+        (["timeline", src], "-o FILE"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
