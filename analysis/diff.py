@@ -37,6 +37,7 @@ from speedtrace.analysis import kernel_match as km
 from speedtrace.analysis import sums as sm
 from speedtrace.analysis.diff_verdict import verdict
 from speedtrace.analysis.events import Cat, TraceSet
+from speedtrace.analysis.kernels import display_keys
 from speedtrace.analysis.metrics import DeviceMetrics, device_metrics
 from speedtrace.analysis.noise import significance
 from speedtrace.analysis.sums import TOTAL_KEYS, Sums
@@ -245,8 +246,97 @@ def compare_kernels(before: Side, after: Side, per_step: bool) -> list[dict]:
                  "launch_ops": sorted(launch_ops.get(key, ())) if key in eager_removed else None}
         entry.update(significance(series_b.get(source, zeros_b), series_a.get(key, zeros_a), bu, au))
         out.append(entry)
+    # Keys carry the launch configuration; it is shown only for names that have several.
+    shown = display_keys(tb.keys() | ta.keys())
+    for entry in out:
+        entry["key"] = shown[entry["key"]]
+        entry["matched_from"] = shown.get(entry["matched_from"])
+        entry["absorbed"] = sorted(shown[k] for k in entry["absorbed"])
+        entry["absorbed_into"] = shown.get(entry["absorbed_into"])
     out.sort(key=lambda r: (-abs(r["delta_us"]), r["key"]))
     return out
+
+
+# What the diff sums per collective kind, and the row field each comes from (None: a count).
+_COLLECTIVE_SUMS = {"count": None, "bytes": "bytes", "us": "dur_us", "exposed_us": "exposed_us"}
+
+
+def _no_collectives() -> dict:
+    return dict.fromkeys(_COLLECTIVE_SUMS, 0.0)
+
+
+def _collective_tally(side: Side, per_step: bool) -> dict[str, dict]:
+    """kind -> {count, bytes, us, exposed_us}: per step per rank (the collectives of active
+    steps, over the entry's steps, then the mean over entries) or per trace per rank."""
+    out: dict[str, dict] = {}
+    for e in side.entries:
+        active = set(e.active_steps())
+        weight = 1.0 / len(active) if per_step and active else 1.0
+        for r in e.collectives:
+            if per_step and r["step"] not in active:
+                continue
+            t = out.setdefault(r["kind"], _no_collectives())
+            for k, source in _COLLECTIVE_SUMS.items():
+                t[k] += weight * (1.0 if source is None else (r[source] or 0.0))
+    n = len(side.entries)
+    return {kind: {k: v / n for k, v in t.items()} for kind, t in out.items()}
+
+
+def _sides(b: dict, a: dict) -> dict:
+    """before_* and after_* of two tallies (counts as ints when whole)."""
+    out = {}
+    for prefix, t in (("before", b), ("after", a)):
+        for k in _COLLECTIVE_SUMS:
+            out[f"{prefix}_{k}"] = _count(t[k]) if k == "count" else t[k]
+    return out
+
+
+def _collective_keys(e: DeviceMetrics, steps: dict) -> dict[tuple, str | None]:
+    """(step, kind, bytes, seq) -> launch phase of one entry's collectives launched in a step;
+    ``steps`` maps the entry's step numbers to the numbers they are compared under."""
+    seen: dict[tuple, int] = {}
+    out = {}
+    for r in e.collectives:  # in start order
+        if r["step"] is None or r["queue_us"] is None or r["step"] not in steps:
+            continue
+        base = (steps[r["step"]], r["kind"], r["bytes"])
+        seq = seen.get(base, 0)
+        seen[base] = seq + 1
+        out[(*base, seq)] = r["launch_phase"]
+    return out
+
+
+def compare_collectives(before: Side, after: Side, per_step: bool) -> dict:
+    """Collectives before and after: per kind count, bytes, time and exposed time (units as the
+    kernels'), and ``phase_changes``: collectives matched by (rank, device, step, kind, bytes,
+    order) whose launch phase differs, counted per (kind, step, before phase, after phase). Steps
+    are compared by number when an entry has the same step numbers on both sides, else by position
+    (the first step with the first), under the before side's numbers."""
+    tb, ta = _collective_tally(before, per_step), _collective_tally(after, per_step)
+    kinds = [{"kind": kind, **_sides(tb.get(kind, _no_collectives()), ta.get(kind, _no_collectives()))}
+             for kind in sorted(tb.keys() | ta.keys())]
+    changes: dict[tuple, int] = {}
+    by_a = {(e.rank, e.device_id): e for e in after.entries}
+    for eb in before.entries:
+        ea = by_a.get((eb.rank, eb.device_id))
+        if ea is None:
+            continue
+        sb, sa = eb.active_steps(), ea.active_steps()
+        keys_b = _collective_keys(eb, {s: s for s in sb})
+        keys_a = _collective_keys(ea, {s: s for s in sa} if sa == sb else dict(zip(sa, sb)))
+        for key, phase_b in keys_b.items():
+            if key in keys_a and keys_a[key] != phase_b:
+                step, kind = key[0], key[1]
+                group = (kind, step, phase_b, keys_a[key])
+                changes[group] = changes.get(group, 0) + 1
+    phase_changes = [{"kind": k, "step": st, "before_phase": pb, "after_phase": pa, "count": n}
+                     for (k, st, pb, pa), n in sorted(changes.items(), key=lambda kv: (kv[0][1], kv[0][0],
+                                                                                       str(kv[0][2]), str(kv[0][3])))]
+
+    whole = _sides(*({k: sum(v[k] for v in t.values()) for k in _COLLECTIVE_SUMS} for t in (tb, ta)))
+    return {"before": {k: whole[f"before_{k}"] for k in _COLLECTIVE_SUMS},
+            "after": {k: whole[f"after_{k}"] for k in _COLLECTIVE_SUMS},
+            "kinds": kinds, "phase_changes": phase_changes}
 
 
 def _count(x: float):
@@ -401,7 +491,7 @@ def build_diff(before: TraceSet, after: TraceSet, *, min_gap_us: float = 5.0) ->
         "schema": SCHEMA,
         "basis": "per_step" if per_step else "whole_trace",
         "units": {"metrics": ("mean over steps, then over ranks" if per_step else "whole trace, mean over ranks"),
-                  "kernels": unit, "gaps": unit},
+                  "kernels": unit, "gaps": unit, "collectives": unit},
         "min_gap_us": min_gap_us,
         "before": _side_summary(b, profiles[0]),
         "after": _side_summary(a, profiles[1]),
@@ -411,6 +501,7 @@ def build_diff(before: TraceSet, after: TraceSet, *, min_gap_us: float = 5.0) ->
         "ranks": compare_ranks(b, a, per_step),
         "kernels": compare_kernels(b, a, per_step),
         "gaps": compare_gaps(b, a, per_step),
+        "collectives": compare_collectives(b, a, per_step),
     }
     doc["verdict"] = verdict(doc)
     return doc

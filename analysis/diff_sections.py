@@ -4,12 +4,12 @@ Order: a short header (paths, basis, steps per side, warnings), the metric table
 changes (not the ``same`` ones; absorbed eager kernels as notes under the kernel that absorbed
 them), select_backward, SM contention and comm queueing, the gap groups that changed, the
 verdict. Section keys: ``header``, ``metrics``, ``kernels``, ``select_backward``, ``sm_comm``,
-``gaps``, ``verdict``.
+``collectives`` (when either side has some), ``gaps``, ``verdict``.
 """
 
 from __future__ import annotations
 
-from speedtrace.analysis.fmt import count_text, minus
+from speedtrace.analysis.fmt import count_text, minus, split_key
 from speedtrace.analysis.sections import Document, Para, Section, Table
 
 KERNELS_SHOWN = 20
@@ -44,8 +44,14 @@ def _delta(key: str, m: dict) -> tuple[str, str]:
 
 
 def _short(name, width: int = NAME_WIDTH) -> str:
+    """``name`` cut to ``width`` with "…"; a kernel key's ``<<<grid, block>>>`` is kept whole."""
     name = "" if name is None else str(name)
-    return name if len(name) <= width else name[: width - 1] + "…"
+    if len(name) <= width:
+        return name
+    base, config = split_key(name)
+    if config and width - len(config) >= 12:
+        return base[: width - len(config) - 1] + "…" + config
+    return name[: width - 1] + "…"
 
 
 def _us(x) -> str:
@@ -128,13 +134,45 @@ def _sm_comm_lines(doc: dict) -> list[str]:
     if not m["comm_kernel_count"]["before"] and not m["comm_kernel_count"]["after"]:
         return ["no comm kernels on either side"]
     out = []
-    for key, words in (("sm_contention_us", "comm on full SMs"), ("comm_queue_us", "comm queueing"),
-                       ("comm_queue_full_sm_us", "comm queueing while compute held every SM")):
+    for key, words in (("sm_contention_us", "comm on full SMs"),
+                       ("comm_queue_us", "comm queueing (ready, not started)"),
+                       ("comm_queue_full_sm_us", "comm queueing while compute held every SM"),
+                       ("comm_wait_inputs_us", "comm waiting for inputs")):
         out.append(f"{words}: {_us(m[key]['before'])} → {_us(m[key]['after'])} µs")
     overlap = m["comp_comm_overlap_pct"]
     out.append(f"comm/compute overlap: {_value('comp_comm_overlap_pct', overlap['before'])} → "
                f"{_value('comp_comm_overlap_pct', overlap['after'])}")
     return out
+
+
+def _size(nbytes) -> str:
+    if nbytes is None:
+        return "n/a"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:,.1f} {unit}"
+    return f"{nbytes:,.0f} B"
+
+
+def _collective_blocks(doc: dict) -> list:
+    """Per kind: count, size, time and exposed time before → after; then the launch-phase changes."""
+    c = doc.get("collectives") or {}
+    if not c.get("kinds"):
+        return [Para("no collectives on either side")]
+    rows = [[k["kind"], f"{count_text(round(k['before_count'], 1))} → {count_text(round(k['after_count'], 1))}",
+             f"{_size(k['before_bytes'])} → {_size(k['after_bytes'])}", _us(k["before_us"]), _us(k["after_us"]),
+             _us(k["before_exposed_us"]), _us(k["after_exposed_us"]),
+             minus(f"{k['after_exposed_us'] - k['before_exposed_us']:+,.1f}")] for k in c["kinds"]]
+    blocks: list = [Table(["kind", "count", "size", "before µs", "after µs", "before exposed µs",
+                           "after exposed µs", "Δ exposed µs"], rows, right=frozenset({3, 4, 5, 6, 7}))]
+    changes = c.get("phase_changes") or []
+    if changes:
+        blocks.append(Para("launch phase changed:"))
+        blocks.append(Table(["kind", "step", "before phase", "after phase", "count"],
+                            [[p["kind"], str(p["step"]), _short(p["before_phase"] or "-", 40),
+                              _short(p["after_phase"] or "-", 40), str(p["count"])] for p in changes],
+                            right=frozenset({1, 4}), code=frozenset({2, 3})))
+    return blocks
 
 
 def _gap_rows(doc: dict) -> tuple[list[list[str]], int]:
@@ -179,6 +217,10 @@ def diff_sections(doc: dict) -> Document:
     out.sections.append(Section("kernels", "kernel changes (largest |Δµs| first)", [block]))
     out.sections.append(Section("select_backward", "select_backward", [Para(_select_backward_text(doc))]))
     out.sections.append(Section("sm_comm", "SMs and comm", [Para(s) for s in _sm_comm_lines(doc)]))
+    if (doc.get("collectives") or {}).get("kinds"):
+        units = (doc.get("units") or {}).get("collectives", "")
+        out.sections.append(Section("collectives", f"collectives ({units})" if units else "collectives",
+                                    _collective_blocks(doc)))
     gap_rows, more = _gap_rows(doc)
     if len(gap_rows) > 1:
         block = Table(*_split(gap_rows), right=frozenset({3, 4, 5, 6, 7}), code=frozenset({2}),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 NAME_WIDTH = 60
 
@@ -81,12 +82,42 @@ def short(name, width: int = NAME_WIDTH) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
+# A kernel key's launch configuration, ``<<<grid, block>>>`` (kernels.config_text).
+_CONFIG_SUFFIX = re.compile(r"<<<[0-9(), ?]+>>>$")
+
+
+def _dims_text(dims) -> str:
+    d = list(dims)
+    while len(d) > 1 and d[-1] == 1:
+        d.pop()
+    return str(d[0]) if len(d) == 1 else "(" + ", ".join(map(str, d)) + ")"
+
+
+def config_text(grid, block) -> str:
+    """``<<<grid, block>>>`` for launch dimensions (tuples; an unknown one is ``?``), trailing
+    1s dropped: ``<<<2358, 256>>>``, ``<<<(4, 8), 128>>>``."""
+    g = _dims_text(grid) if grid else "?"
+    b = _dims_text(block) if block else "?"
+    return f"<<<{g}, {b}>>>"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(name part, ``<<<grid, block>>>`` suffix or "") of a kernel key."""
+    m = _CONFIG_SUFFIX.search(key)
+    return (key[: m.start()], m.group(0)) if m else (key, "")
+
+
 def kernel_name(name, width: int = NAME_WIDTH) -> str:
     """A long C++ kernel name without ``void`` and with its call arguments folded, cut to
-    ``width``: in ``void ns::kernel<cfg...>(args...)`` the name and template tell kernels apart."""
+    ``width``: in ``void ns::kernel<cfg...>(args...)`` the name and template tell kernels apart.
+    A launch configuration at the end (``<<<grid, block>>>``) is kept whole: the name is cut."""
     name = "" if name is None else str(name)
     if len(name) <= width:
         return name
+    name, suffix = split_key(name)
+    if suffix and width - len(suffix) >= 12:
+        return kernel_name(name, width - len(suffix)) + suffix
+    name += suffix
     if name.startswith("void "):
         name = name[5:]
     out, depth = [], 0

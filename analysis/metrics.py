@@ -31,9 +31,11 @@ import numpy as np
 from speedtrace.analysis import intervals as iv
 from speedtrace.analysis import select_backward as sb
 from speedtrace.analysis import sums as sm
+from speedtrace.analysis.collectives import CollectiveTable, collective_table, collectives
+from speedtrace.analysis.comm_queue import comm_readiness
 from speedtrace.analysis.events import Cat, RankTrace, Records, TraceSet
 from speedtrace.analysis.gaps import gap_table
-from speedtrace.analysis.kernels import kernel_key, kernel_table
+from speedtrace.analysis.kernels import kernel_table, key_index
 from speedtrace.analysis.links import PROFILER_STEP
 from speedtrace.analysis.sums import TOTAL_KEYS, Sums, sums_of  # noqa: F401  (TOTAL_KEYS re-exported)
 from speedtrace.analysis.timeline import DeviceTimeline, device_timeline
@@ -73,6 +75,8 @@ class DeviceMetrics:
     gaps_below: dict
     kernels: list[dict]
     warnings: list[str]
+    collectives: list[dict] = field(default_factory=list)  # collectives.ROW_KEYS per comm kernel
+    collective_table: CollectiveTable | None = None  # every comm kernel, for cross_rank
     kernel_sums: dict = field(default_factory=dict)
     kernel_class: dict[str, str] = field(default_factory=dict)
     launch_ops: dict[str, set[str]] = field(default_factory=dict)   # kernel key -> aten ops
@@ -182,7 +186,10 @@ def device_metrics(rank_trace: RankTrace, device_id: int, run=None, *,
         num_sms=tl.num_sms, origin_ts_us=rank_trace.origin_ts_us + first_gpu,
         step_source=tl.steps.source, min_gap_us=min_gap_us, whole=whole, unassigned_gpu_us=unassigned,
         steps=steps, phases=_phase_table(tl, sel), gaps=gap_list, gaps_below=below,
-        kernels=kernel_table(tl, sel), warnings=list(tl.steps.warnings))
+        kernels=kernel_table(tl, sel), warnings=list(tl.steps.warnings),
+        collectives=collectives(tl, sel), collective_table=collective_table(tl))
+    if tl.is_comm[sel].any():
+        out.warnings += comm_readiness(tl).warnings
     _kernel_sums(out, tl, sel)
     if gap_groups:
         _gap_groups(out, tl, sel)
@@ -190,17 +197,14 @@ def device_metrics(rank_trace: RankTrace, device_id: int, run=None, *,
 
 
 def _kernel_sums(out: DeviceMetrics, tl, sel: np.ndarray) -> None:
-    """Per kernel key: (count, µs) whole and per active step, its class, launching aten ops
-    and phases (what ``diff`` matches kernels by)."""
+    """Per full kernel key: (count, µs) whole and per active step, its class, launching aten
+    ops and phases (what ``diff`` matches kernels by)."""
     ev = tl.rank.events
     rows = tl.rows
     if len(rows) == 0:
         return
-    codes, inverse = np.unique(ev.name[rows], return_inverse=True)
-    keys = sorted({kernel_key(ev.names[c]) for c in codes})
-    position = {k: i for i, k in enumerate(keys)}
-    key_of_code = np.array([position[kernel_key(ev.names[c])] for c in codes], dtype=np.int64)
-    idx = key_of_code[inverse].reshape(-1)
+    # Full keys (name and launch configuration): diff shows the configuration where needed.
+    keys, idx = key_index(tl.rank, rows)
     dur = tl.end - tl.start
     step_of = tl.steps.step_of
     for step, mask in [(None, sel)] + [(s, sel & (step_of == s)) for s in out.active_steps()]:
@@ -256,6 +260,7 @@ def report_entry(m: DeviceMetrics, top: int | None = None) -> dict:
         "gaps": gaps,
         "gaps_below_threshold": m.gaps_below,
         "kernels": kernels,
+        "collectives": m.collectives,
         "warnings": list(m.warnings),
     }
 

@@ -43,8 +43,9 @@ def build_report(trace_set, *, steps: tuple[int, int] | None = None, rank: int |
     ``min_gap_us`` are only counted. Asking for a rank or steps the trace set lacks raises
     ``SpeedtraceError`` naming the trace set and what it has.
     """
+    from speedtrace.analysis.cross_rank import cross_rank
     from speedtrace.analysis.host import host_report
-    from speedtrace.analysis.metrics import device_report
+    from speedtrace.analysis.metrics import device_metrics, report_entry
 
     rank_traces = list(trace_set.ranks)
     if rank is not None:
@@ -55,17 +56,24 @@ def build_report(trace_set, *, steps: tuple[int, int] | None = None, rank: int |
 
     warnings = list(trace_set.warnings)
     warnings += _dilation_warnings(trace_set, rank_traces)
-    entries, hosts = [], []
+    entries, hosts, tables = [], [], []
     for rt in rank_traces:
         devices = rt.gpu_devices()
         # A rank without GPU activity (the loader has warned) still times its steps on the host.
         if not devices:
             hosts.append(host_report(rt, step_range=steps))
         for device_id in devices:
-            entries.append(device_report(rt, device_id, trace_set.run, step_range=steps,
-                                         min_gap_us=min_gap_us, top=top))
+            m = device_metrics(rt, device_id, trace_set.run, step_range=steps, min_gap_us=min_gap_us,
+                               top=top)
+            entries.append(report_entry(m, top))
+            if m.collective_table is not None and len(m.collective_table.idx):
+                tables.append(m.collective_table)
     for e in entries:  # e.g. step windows that could not be found
         warnings += [w for w in e.get("warnings", []) if w not in warnings]
+    # Collectives across ranks: only where two ranks or more ran some.
+    across = cross_rank(tables, step_range=steps) if len({t.rank.rank for t in tables}) > 1 else None
+    if across is not None:
+        warnings += [w for w in across.pop("warnings") if w not in warnings]
     if steps is not None and (entries or hosts) and not any(e.get("steps") for e in entries + hosts):
         raise SpeedtraceError(f"{trace_set.path}: no profiler steps in {_steps_label(steps)} "
                               f"({_steps_present(rank_traces, trace_set.run)})")
@@ -78,6 +86,7 @@ def build_report(trace_set, *, steps: tuple[int, int] | None = None, rank: int |
         "warnings": warnings,
         "ranks": entries,
         "hosts": hosts,
+        "cross_rank": across,
     }
 
 

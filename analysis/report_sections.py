@@ -5,8 +5,8 @@
 than ``DETAIL_ALL_UP_TO`` (rank, device) entries, a per-rank table comes first and the details
 follow for the worst entry only (largest share of span not computing).
 
-Section keys (for renderers that add figures): ``run``, ``hosts``, ``ranks``, ``entry``,
-``steps``, ``gaps``, ``kernels``.
+Section keys (for renderers that add figures): ``run``, ``hosts``, ``ranks``, ``cross_rank``,
+``entry``, ``steps``, ``gaps``, ``kernels``, ``collectives``, ``collective_phases``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from speedtrace.analysis import fmt
+from speedtrace.analysis.collectives import phase_summary, top_by_exposed
 from speedtrace.analysis.sections import Document, Facts, Para, Section, Table
 from speedtrace.profiling.verdict import steal_text
 
@@ -96,8 +97,9 @@ def sm_text(t: dict) -> str:
     if not t.get("comm_kernel_count"):
         return sm
     return (f"{sm}; comm on full SMs {fmt.us(t.get('sm_contention_us'))} µs; "
-            f"comm queueing {fmt.us(t.get('comm_queue_us'))} µs "
-            f"({fmt.us(t.get('comm_queue_full_sm_us'))} µs while compute held every SM)")
+            f"comm queueing: ready but not started {fmt.us(t.get('comm_queue_us'))} µs "
+            f"({fmt.us(t.get('comm_queue_full_sm_us'))} µs while compute held every SM), "
+            f"waiting for inputs {fmt.us(t.get('comm_wait_inputs_us'))} µs")
 
 
 def select_backward_text(t: dict) -> str:
@@ -202,6 +204,102 @@ def _entry_sections(entry: dict, min_gap_us: float) -> list[Section]:
     return out
 
 
+def size_text(nbytes) -> str:
+    """A message size in B, KB, MB or GB (powers of 1000, as nccl-tests prints them)."""
+    v = fmt.number(nbytes)
+    if v is None:
+        return "n/a"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if v >= scale:
+            return f"{v / scale:.1f} {unit}"
+    return f"{v:.0f} B"
+
+
+def _or_dash(v) -> str:
+    return "-" if v is None else str(v)
+
+
+def _collective_sections(entry: dict, top: int) -> list[Section]:
+    """The collectives of one entry: the most exposed first, and a summary per launch phase."""
+    rows_in = entry.get("collectives") or []
+    if not rows_in:
+        return []
+    launched = sum(1 for r in rows_in if r.get("queue_us") is not None)
+    shown = top_by_exposed(rows_in, top)
+    rows = [[str(r.get("kind")), _or_dash(r.get("step")), fmt.short(r.get("launch_phase") or "-", 32),
+             fmt.ms(r.get("start_us")), fmt.us(r.get("dur_us")), fmt.us(r.get("exposed_us")),
+             fmt.us(r.get("wait_inputs_us")), fmt.us(r.get("wait_sms_us")), fmt.us(r.get("wait_sms_full_sm_us")),
+             size_text(r.get("bytes")), fmt.num(r.get("busbw_gbps"))] for r in shown]
+    more = (f"... {len(rows_in) - len(shown)} more (see --format json)" if len(rows_in) > len(shown) else None)
+    title = (f"collectives ({len(rows_in)} comm kernels, {launched} launched in the trace; most exposed first; "
+             "start from the step's first GPU start)")
+    table = Table(["kind", "step", "launch phase", "start ms", "dur µs", "exposed µs", "wait inputs µs",
+                   "wait SMs µs", "on full SMs", "size", "busbw GB/s"], rows,
+                  right=frozenset({1, 3, 4, 5, 6, 7, 8, 9, 10}), code=frozenset({2}), more=more)
+    phase_rows = [[fmt.short("- (launch not in the trace)" if p["launch_phase"] is None else p["launch_phase"], 40),
+                   ", ".join(p["kinds"]), str(p["count"]), size_text(p["bytes"]), fmt.us(p["dur_us"]),
+                   fmt.us(p["exposed_us"]), fmt.us(p["wait_inputs_us"]), fmt.us(p["wait_sms_us"])]
+                  for p in phase_summary(rows_in)]
+    phases = Table(["launch phase", "kinds", "count", "size", "µs", "exposed µs", "wait inputs µs",
+                    "wait SMs µs"], phase_rows, right=frozenset(range(2, 8)), code=frozenset({0}))
+    return [Section("collectives", title, [table], level=2),
+            Section("collective_phases", "collectives by launch phase", [phases], level=2)]
+
+
+CROSS_RANK_ROWS = 16
+CROSS_RANK_STEPS = 8
+
+
+def cross_rank_section(cross: dict | None) -> Section | None:
+    """Collectives across ranks: what matched, the straggler, and arrival lateness per rank and
+    step (mean over the step's matched collectives, ms)."""
+    if not cross:
+        return None
+    un = cross.get("unmatched") or {}
+    head = f"{cross.get('matched', 0)} collectives matched on every rank of their process group"
+    if un.get("count"):
+        parts = []
+        if un.get("no_step"):
+            parts.append(f"{un['no_step']} outside every profiler step")
+        if un.get("partial"):
+            parts.append(f"{un['partial']} not on every rank")
+        head += f"; {un['count']} collective kernels not matched ({', '.join(parts)})"
+    blocks: list = [Para(head)]
+    if cross.get("straggler"):
+        blocks.append(Para(cross["straggler"]))
+    cells = cross.get("lateness") or []
+    if cells:
+        steps = sorted({c["step"] for c in cells if c.get("step") is not None})
+        shown_steps = steps[-CROSS_RANK_STEPS:]
+        by = {(c["rank"], c["step"]): c for c in cells}
+        stragglers = {s["rank"]: s for s in cross.get("stragglers") or []}
+        ranks = sorted({c["rank"] for c in cells})
+        if len(ranks) > CROSS_RANK_ROWS:
+            ranks = sorted(sorted(ranks, key=lambda r: -(stragglers.get(r, {}).get("wait_caused_us") or 0.0))
+                           [:CROSS_RANK_ROWS])
+        rows = []
+        for r in ranks:
+            row = [str(r)]
+            for st in shown_steps:
+                c = by.get((r, st))
+                row.append(fmt.ms(c["late_total_us"] / c["instances"]) if c and c["instances"] else "-")
+            s = stragglers.get(r, {})
+            row += [str(s.get("last_count", 0)), fmt.ms(s.get("wait_caused_us"))]
+            rows.append(row)
+        notes = []
+        if len(steps) > len(shown_steps):
+            notes.append(f"the last {len(shown_steps)} of {len(steps)} steps")
+        if len({c['rank'] for c in cells}) > len(ranks):
+            notes.append(f"the {len(ranks)} ranks that caused the most waiting")
+        more = f"... showing {' and '.join(notes)} (see --format json)" if notes else None
+        blocks.append(Para("arrival lateness (ms after the first rank's start, mean over the step's "
+                           "collectives); last: collectives it arrived last at; wait caused: the other "
+                           "ranks' waiting there, summed"))
+        blocks.append(Table(["rank", *(f"step {st}" for st in shown_steps), "last", "wait caused ms"], rows,
+                            right=frozenset(range(len(shown_steps) + 3)), more=more))
+    return Section("cross_rank", "collectives across ranks", blocks)
+
+
 def report_sections(report: dict) -> Document:
     """The ``Document`` of a report dict: warnings, the run line, hosts, ranks, details."""
     min_gap_us = fmt.number((report.get("options") or {}).get("min_gap_us")) or 0.0
@@ -219,9 +317,15 @@ def report_sections(report: dict) -> Document:
         return doc
     if len(entries) > DETAIL_ALL_UP_TO:
         doc.sections.append(_ranks_section(entries))
+    across = cross_rank_section(report.get("cross_rank"))
+    if across is not None:
+        doc.sections.append(across)
     shown, note = detail_entries(report)
     if note:
         doc.sections.append(Section("note", "", [Para(note, kind="note")]))
+    top = (report.get("options") or {}).get("top")
+    top = top if isinstance(top, int) and not isinstance(top, bool) and top > 0 else 10
     for entry in shown:
         doc.sections += _entry_sections(entry, min_gap_us)
+        doc.sections += _collective_sections(entry, top)
     return doc

@@ -16,6 +16,7 @@ import numpy as np
 
 from speedtrace.analysis import intervals as iv
 from speedtrace.analysis import select_backward as sb
+from speedtrace.analysis.comm_queue import comm_queue_totals
 
 # The totals object of the report JSON, in order (docs/metrics.md).
 TOTAL_KEYS = (
@@ -23,7 +24,8 @@ TOTAL_KEYS = (
     "exposed_comm_us", "exposed_memory_us", "comp_comm_overlap_pct", "kernel_count",
     "comm_kernel_count", "est_sm_efficiency_pct", "achieved_occupancy_pct",
     "achieved_occupancy_coverage_pct", "sm_contention_us",
-    "comm_queue_us", "comm_queue_full_sm_us", "select_backward_kernels", "select_backward_us",
+    "comm_queue_us", "comm_queue_full_sm_us", "comm_wait_inputs_us", "select_backward_kernels",
+    "select_backward_us",
     "select_backward_fused_kernels", "select_backward_cpu_ops",
 )
 RATIO_KEYS = ("comp_comm_overlap_pct", "est_sm_efficiency_pct", "achieved_occupancy_pct",
@@ -59,6 +61,7 @@ class Sums:
     sm_contention_us: float = 0.0
     comm_queue_us: float = 0.0
     comm_queue_full_sm_us: float = 0.0
+    comm_wait_inputs_us: float = 0.0
     select_backward_kernels: float = 0
     select_backward_us: float = 0.0
     select_backward_fused_kernels: float = 0
@@ -141,12 +144,10 @@ def sums_of(tl, sel: np.ndarray, select_backward_cpu_ops: int | None) -> Sums:
     x, f = iv.step_function(start[comp], end[comp], tl.sm_weight[sel][comp])
     out.sm_contention_us = iv.length(iv.intersect(comm_u, iv.where(x, f >= tl.sm_threshold)))
 
-    # Queue of a comm kernel: from the end of its launch call to its start.
-    ev = tl.rank.events
-    launch = tl.launch[sel]
-    queued = comm & (launch >= 0)
-    q_from = ev.ts[launch[queued]] + ev.dur[launch[queued]]
-    q_to = start[queued]
-    out.comm_queue_us = float(np.maximum(q_to - q_from, 0.0).sum())
-    out.comm_queue_full_sm_us = float(iv.overlap_each(q_from, q_to, tl.full_sm).sum())
+    # The comm queue split at the ready time, as unions per comm stream (comm_queue).
+    if comm.any():
+        queue = comm_queue_totals(tl, sel)
+        out.comm_queue_us = queue["comm_queue_us"]
+        out.comm_queue_full_sm_us = queue["comm_queue_full_sm_us"]
+        out.comm_wait_inputs_us = queue["comm_wait_inputs_us"]
     return out

@@ -18,7 +18,7 @@ ANALYSIS = Path(__file__).resolve().parent.parent / "analysis"
 LAYERS: dict[str, list[str]] = {
     "base": ["intervals", "fmt", "tables", "sections", "html_page", "select_backward", "events"],
     "decode": ["decode", "load", "logparse"],
-    "timeline": ["links", "timeline", "gaps", "kernels", "host", "collectives", "tracks"],
+    "timeline": ["links", "timeline", "gaps", "kernels", "host", "comm_queue", "collectives", "tracks"],
     "metrics": ["sums", "metrics", "noise", "kernel_match", "diff_verdict", "diff", "report", "runs",
                 "cross_rank", "hta"],
     "sections": ["report_sections", "diff_sections"],
