@@ -45,6 +45,14 @@ def counter(events, track):
     return [(round(ts - BASE, 3), v) for ts, v in rows]
 
 
+def report_json(path, capsys, *options) -> dict:
+    """`speedtrace report PATH --format json`, with the file's path (in `path` and in warnings
+    that name it) replaced by TRACE."""
+    assert main(["report", str(path), "--format", "json", *options]) == 0
+    text = capsys.readouterr().out
+    return json.loads(text.replace(json.dumps(str(path))[1:-1], "TRACE"))
+
+
 @pytest.fixture
 def annotated(tmp_path):
     step_trace(tmp_path)
@@ -123,12 +131,7 @@ def test_overlapping_phases_get_their_own_threads(tmp_path):
 def test_report_reads_the_annotated_file_as_the_original(annotated, capsys):
     src, out = annotated
     capsys.readouterr()
-    reports = []
-    for path in (src, out):
-        assert main(["report", str(path), "--format", "json"]) == 0
-        r = json.loads(capsys.readouterr().out)
-        r.pop("path")
-        reports.append(r)
+    reports = [report_json(path, capsys) for path in (src, out)]
     assert reports[0] == reports[1]
     assert len(load(src).ranks[0].events) == len(load(out).ranks[0].events)
 
@@ -141,12 +144,7 @@ def test_round_trip_on_bundled_samples(sample, tmp_path, capsys):
     out = tmp_path / name.replace(".json.gz", ".annotated.json.gz")
     assert main(["annotate", src, "-o", str(out)]) == 0
     capsys.readouterr()
-    reports = []
-    for path in (src, str(out)):
-        assert main(["report", path, "--format", "json", "--top", "1000"]) == 0
-        r = json.loads(capsys.readouterr().out)
-        r.pop("path")
-        reports.append(r)
+    reports = [report_json(path, capsys, "--top", "1000") for path in (src, str(out))]
     assert reports[0] == reports[1]
     assert synthetic(read_trace(out))
 
