@@ -3,9 +3,10 @@
 ``annotate`` copies the original trace byte for byte (its events are not re-encoded) and appends,
 per GPU of the rank, one synthetic process holding:
 
-- counter tracks (``"ph": "C"``): SM usage (Σ blocks/SM of the running compute kernels with a
-  known b, as metrics.md defines it), GPU busy (1) / idle (0), exposed communication (1 while
-  ∪comm \\ ∪compute) and exposed memory traffic (1 while ∪memory \\ (∪compute ∪ ∪comm));
+- counter tracks (``"ph": "C"``; Perfetto names a track "<name> <arg>"): "SM usage Σ blocks/SM"
+  (of the running compute kernels with a known b, as metrics.md defines it), "GPU busy" (1) or
+  idle (0), "comm exposed" (1 on ∪comm \\ ∪compute) and "memory traffic exposed" (1 on
+  ∪memory \\ (∪compute ∪ ∪comm));
 - slices (``"ph": "X"``) on their own threads: the idle, exposed-comm and exposed-memory gaps of
   at least ``min_gap_us`` with their cause, phase and CPU op; the phases as the GPU ran them
   (annotation instances, first to last GPU event they launched); the steps likewise.
@@ -31,9 +32,9 @@ import numpy as np
 from speedtrace.analysis import intervals as iv
 from speedtrace.analysis.decode import read_bytes
 from speedtrace.analysis.events import RankTrace
-from speedtrace.analysis.figures_timeline import _pack, exposed_memory, phase_instances, sm_usage
 from speedtrace.analysis.gaps import gap_table
 from speedtrace.analysis.timeline import device_timeline
+from speedtrace.analysis.tracks import exposed_memory, pack, phase_instances, sm_usage, step_spans
 from speedtrace.errors import SpeedtraceError
 
 SYNTH_PID_BASE = 0x7F000000
@@ -63,11 +64,13 @@ def _counter(rank, pid: int, name: str, key: str, x, values) -> list[dict]:
             for t, v in zip(_abs(rank, x), values)]
 
 
-def _flag_counter(rank, pid: int, name: str, u: iv.Union, lo: float) -> list[dict]:
-    """A 0/1 counter: 0 from ``lo``, 1 on each interval of the union."""
-    x = np.concatenate([[lo], np.column_stack([u[0], u[1]]).ravel()])
-    v = [0] + [1, 0] * len(u[0])
-    return _counter(rank, pid, name, "on", x, v)
+def _flag_counter(rank, pid: int, name: str, key: str, u: iv.Union, lo: float) -> list[dict]:
+    """A 0/1 counter: 0 from ``lo`` (unless the union starts there), 1 on each interval of the union."""
+    x = np.column_stack([u[0], u[1]]).ravel()
+    v = [1, 0] * len(u[0])
+    if not len(x) or x[0] > lo:
+        x, v = np.concatenate([[lo], x]), [0] + v
+    return _counter(rank, pid, name, key, x, v)
 
 
 def _slice(rank, pid: int, tid: int, name: str, start: float, dur: float, args: dict) -> dict:
@@ -100,14 +103,14 @@ def device_events(rank: RankTrace, device_id: int, run: dict | None = None, *,
         keep[1:] = f[1:] != f[:-1]
         xs = np.append(x[:-1][keep], x[-1])
         vs = np.append(np.round(f[keep], 4), 0.0).tolist()
-        out += _counter(rank, pid, "SM usage (Σ blocks/SM)", "blocks/SM", xs, vs)
+        out += _counter(rank, pid, "SM usage", "Σ blocks/SM", xs, vs)
     busy = iv.union(tl.start, tl.end)
     comp = iv.union(tl.start[tl.is_compute], tl.end[tl.is_compute])
     comm = iv.union(tl.start[tl.is_comm], tl.end[tl.is_comm])
     mem = iv.union(tl.start[tl.is_memory], tl.end[tl.is_memory])
-    out += _flag_counter(rank, pid, "GPU busy", busy, lo)
-    out += _flag_counter(rank, pid, "exposed comm", iv.subtract(comm, comp), lo)
-    out += _flag_counter(rank, pid, "exposed memory", iv.subtract(mem, iv.merge(comp, comm)), lo)
+    out += _flag_counter(rank, pid, "GPU", "busy", busy, lo)
+    out += _flag_counter(rank, pid, "comm", "exposed", iv.subtract(comm, comp), lo)
+    out += _flag_counter(rank, pid, "memory traffic", "exposed", iv.subtract(mem, iv.merge(comp, comm)), lo)
 
     gaps, _ = gap_table(tl, sel, min_gap_us=min_gap_us)
     gaps += exposed_memory(tl, sel, min_gap_us)
@@ -121,12 +124,8 @@ def device_events(rank: RankTrace, device_id: int, run: dict | None = None, *,
 
     out += _packed(rank, pid, PHASE_TID0, "phases (GPU)",
                    [(name, s, e, {"gpu_events": n}) for name, s, e, n in phase_instances(tl, sel)])
-    steps = []
-    for n in tl.steps.steps:
-        m = tl.steps.step_of == n
-        if m.any():
-            steps.append((f"step {n}", float(tl.start[m].min()), float(tl.end[m].max()),
-                          {"gpu_events": int(m.sum()), "step_source": tl.steps.source}))
+    steps = [(f"step {n}", s, e, {"gpu_events": k, "step_source": tl.steps.source})
+             for n, s, e, k in step_spans(tl, sel)]
     out += _packed(rank, pid, STEP_TID0, "steps (GPU)", steps)
     return out
 
@@ -135,7 +134,7 @@ def _packed(rank, pid: int, tid0: int, title: str, items: list[tuple]) -> list[d
     """Slices spread over threads tid0, tid0+1, ... so that none overlaps another on a thread."""
     if not items:
         return []
-    level = _pack(np.array([i[1] for i in items]), np.array([i[2] for i in items]), MAX_LEVELS)
+    level = pack(np.array([i[1] for i in items]), np.array([i[2] for i in items]), MAX_LEVELS)
     out = []
     for k in range(int(level.max()) + 1):
         label = title if k == 0 else f"{title} ({k + 1})"

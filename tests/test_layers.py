@@ -18,11 +18,12 @@ ANALYSIS = Path(__file__).resolve().parent.parent / "analysis"
 LAYERS: dict[str, list[str]] = {
     "base": ["intervals", "fmt", "tables", "sections", "html_page", "select_backward", "events"],
     "decode": ["decode", "load", "logparse"],
-    "timeline": ["links", "timeline", "gaps", "kernels", "host", "comm_queue", "collectives"],
+    "timeline": ["links", "timeline", "gaps", "kernels", "host", "comm_queue", "collectives", "tracks"],
     "metrics": ["sums", "metrics", "noise", "kernel_match", "diff_verdict", "diff", "report", "runs",
                 "cross_rank", "hta"],
     "sections": ["report_sections", "diff_sections"],
-    "renderers": ["render", "render_html", "figures", "figures_timeline", "figures_diff", "perfetto"],
+    "renderers": ["render", "render_html", "figures", "figures_timeline", "figures_summary", "figures_diff",
+                  "figures_geometry", "perfetto"],
 }
 ORDER = list(LAYERS)
 LAYER_OF = {m: ORDER.index(layer) for layer, mods in LAYERS.items() for m in mods}

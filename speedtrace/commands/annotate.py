@@ -30,8 +30,8 @@ examples:
 def add_arguments(parser) -> None:
     parser.add_argument("path", nargs="?", metavar="PATH",
                         help="trace file, or a directory with one rank's trace (default: a bundled sample)")
-    parser.add_argument("-o", "--output", metavar="OUT", required=True,
-                        help="the trace to write (.json, or .json.gz for gzip)")
+    parser.add_argument("-o", "--output", metavar="OUT",
+                        help="the trace to write (required; .json, or .json.gz for gzip)")
     parser.add_argument("--min-gap-us", metavar="X", default="5",
                         help="mark gaps of at least X µs (default: 5)")
     parser.add_argument("--sample", metavar="NAME",
@@ -47,6 +47,8 @@ def run(args) -> int:
         return 0
     if args.sample is not None and args.path is not None:
         raise SpeedtraceError("give PATH or --sample NAME, not both")
+    if not args.output:
+        raise SpeedtraceError("give the file to write with -o FILE")
     path = os.fspath(args.path if args.path is not None
                      else samples.sample_path(args.sample or samples.DEFAULT_SAMPLE))
     out = args.output

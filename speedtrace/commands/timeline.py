@@ -30,7 +30,7 @@ examples:
 def add_arguments(parser) -> None:
     parser.add_argument("path", nargs="?", metavar="PATH",
                         help="trace file or directory of rank traces (default: a bundled sample)")
-    parser.add_argument("-o", "--output", metavar="FILE", required=True, help="the HTML file to write")
+    parser.add_argument("-o", "--output", metavar="FILE", help="the HTML file to write (required)")
     parser.add_argument("--steps", metavar="A-B",
                         help="only profiler steps A to B (inclusive), or a single step N")
     parser.add_argument("--rank", metavar="R", help="only rank R")
@@ -89,6 +89,8 @@ def run(args) -> int:
         return 0
     if args.sample is not None and args.path is not None:
         raise SpeedtraceError("give PATH or --sample NAME, not both")
+    if not args.output:
+        raise SpeedtraceError("give the file to write with -o FILE")
     path = args.path if args.path is not None else samples.sample_path(args.sample or samples.DEFAULT_SAMPLE)
     out = args.output
     if os.path.isdir(out):
