@@ -34,8 +34,8 @@ from speedtrace.analysis.screen import screen
 from speedtrace.errors import SpeedtraceError
 
 # Bytes of the events array decoded at once; tests shrink it to exercise the cuts.
-# Small chunks keep the decoded structs (about 4x their JSON bytes) small and are no slower:
-# measured on 17-140 MB traces, 256 KB beat 8 MB in both time and peak memory.
+# Small chunks keep the decoded structs (about 4x their JSON bytes) small and cost no time:
+# on large traces they beat multi-megabyte chunks in both time and peak memory.
 CHUNK_BYTES = 256 << 10
 # Top-level values larger than this are not kept in RankTrace.metadata.
 METADATA_MAX_BYTES = 64 << 10
@@ -61,14 +61,26 @@ class _Args(msgspec.Struct, gc=False):
     correlation: int = -1
     external_id: int = msgspec.field(name="External id", default=-1)
     device: int = -1
-    grid: list[int] | None = None
-    block: list[int] | None = None
+    grid: tuple[int, ...] | None = None
+    block: tuple[int, ...] | None = None
     blocks_per_sm: float | str | None = msgspec.field(name="blocks per SM", default=None)
     occupancy_pct: float | str | None = msgspec.field(
         name="est. achieved occupancy %", default=None
     )
     registers: int = msgspec.field(name="registers per thread", default=-1)
     shared_memory: int = msgspec.field(name="shared memory", default=-1)
+    # Collective parameters (record_param_comms; older traces copy them onto the kernel).
+    collective: str | None = msgspec.field(name="Collective name", default=None)
+    dtype: str | None = None
+    in_nelems: int = msgspec.field(name="In msg nelems", default=-1)
+    out_nelems: int = msgspec.field(name="Out msg nelems", default=-1)
+    group_size: int = msgspec.field(name="Group size", default=-1)
+    pg_name: str | int | None = msgspec.field(name="Process Group Name", default=None)
+    pg_desc: str | None = msgspec.field(name="Process Group Description", default=None)
+    pg_ranks: str | list[int] | None = msgspec.field(name="Process Group Ranks", default=None)
+    # Kineto's CUDA-event wait links (cuda_sync "Stream Wait Event", newer traces).
+    wait_on_stream: int = -1
+    wait_on_record_corr: int = msgspec.field(name="wait_on_cuda_event_record_corr_id", default=-1)
 
 
 class _Event(msgspec.Struct, gc=False):
@@ -139,7 +151,7 @@ def _gunzip(path: str, data: bytes) -> tuple[mmap.mmap, int]:
     A mapping (not bytes) so that the parser can hand decoded pages back as it goes, which keeps
     the peak near the decompressed size. It is sized from the gzip trailer's length field (the
     last member's only, so it doubles when too small; pages never written cost nothing) and asks
-    for huge pages, which makes filling it about 30% faster.
+    for huge pages, which fill faster (fewer page faults).
     """
     hint = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
     out = _anonymous(max(min(hint, len(data) * 1032), len(data) * 4, 1 << 16))
@@ -412,8 +424,12 @@ def _num(v, kind, default):
 
 def _dims(v):
     if isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-        return v
+        return tuple(v)
     return None
+
+
+def _text(v):
+    return v if isinstance(v, str) else None
 
 
 def _coerce(d) -> _Event:
@@ -435,6 +451,16 @@ def _coerce(d) -> _Event:
         occupancy_pct=_num(occ, float, None),
         registers=_num(a.get("registers per thread"), int, -1),
         shared_memory=_num(a.get("shared memory"), int, -1),
+        collective=_text(a.get("Collective name")),
+        dtype=_text(a.get("dtype")),
+        in_nelems=_num(a.get("In msg nelems"), int, -1),
+        out_nelems=_num(a.get("Out msg nelems"), int, -1),
+        group_size=_num(a.get("Group size"), int, -1),
+        pg_name=_text(a.get("Process Group Name")) or _num(a.get("Process Group Name"), int, None),
+        pg_desc=_text(a.get("Process Group Description")),
+        pg_ranks=_text(a.get("Process Group Ranks")) or _dims(a.get("Process Group Ranks")),
+        wait_on_stream=_num(a.get("wait_on_stream"), int, -1),
+        wait_on_record_corr=_num(a.get("wait_on_cuda_event_record_corr_id"), int, -1),
     )
 
     def text(k):
@@ -496,6 +522,8 @@ _GET_ARGS, _GET_TS, _GET_DUR, _GET_PID, _GET_TID = map(attrgetter, ("args", "ts"
 _GET_STREAM, _GET_CORRELATION, _GET_EXTERNAL_ID, _GET_DEVICE, _GET_REGISTERS, _GET_SHARED_MEMORY = map(
     attrgetter, ("stream", "correlation", "external_id", "device", "registers", "shared_memory")
 )
+_GET_GRID, _GET_BLOCK, _GET_COLLECTIVE, _GET_WAIT_RECORD, _GET_WAIT_STREAM = map(
+    attrgetter, ("grid", "block", "collective", "wait_on_record_corr", "wait_on_stream"))
 _KERNEL = int(Cat.KERNEL)
 _MISSING = {"grid_blocks": -1, "block_threads": -1, "blocks_per_sm": _NAN, "occupancy_pct": _NAN,
             "registers": -1, "shared_memory": -1}
@@ -519,6 +547,9 @@ class _Columns:
         self.cols = {k: np.empty(cap, dtype) for k, dtype in COLUMNS.items()}
         self.n = 0
         self.names: dict[str, int] = {}
+        # (grid, block) -> its index in event_args; a kernel without dimensions points nowhere.
+        self.configs: dict[tuple, int] = {(None, None): -1}
+        self.event_args: list[dict] = []
 
     def _reserve(self, n: int) -> None:
         cap = len(self.cols["ts"])
@@ -578,7 +609,36 @@ class _Columns:
             put("occupancy_pct", [_real(a.occupancy_pct) for a in kargs], rows, k)
             put("registers", map(_GET_REGISTERS, kargs), rows, k)
             put("shared_memory", map(_GET_SHARED_MEMORY, kargs), rows, k)
+        self._add_extra(args, kargs, rows, lo, hi)
         self.n = hi
+
+    def _add_extra(self, args: list[_Args], kargs: list[_Args], krows: np.ndarray, lo: int, hi: int) -> None:
+        """Fill the ``extra`` column: launch dimensions of kernels (one shared dict per
+        configuration), collective parameters and wait links of the few events that have them."""
+        col = self.cols["extra"]
+        col[lo:hi] = -1
+        shared, table = self.configs, self.event_args
+        if kargs:
+            keys = list(zip(map(_GET_GRID, kargs), map(_GET_BLOCK, kargs)))
+            for key in set(keys).difference(shared):
+                shared[key] = len(table)
+                table.append({"grid": key[0], "block": key[1]})
+            col[krows] = np.fromiter(map(shared.__getitem__, keys), np.int32, count=len(keys))
+        marked = [i for i, (c, w, s) in enumerate(zip(map(_GET_COLLECTIVE, args), map(_GET_WAIT_RECORD, args),
+                                                       map(_GET_WAIT_STREAM, args)))
+                  if c is not None or w >= 0 or s >= 0]
+        for i in marked:
+            a = args[i]
+            extra = {"collective": a.collective, "dtype": a.dtype, "in_nelems": a.in_nelems,
+                     "out_nelems": a.out_nelems, "group_size": a.group_size, "pg_name": a.pg_name,
+                     "pg_desc": a.pg_desc, "pg_ranks": a.pg_ranks, "wait_on_stream": a.wait_on_stream,
+                     "wait_on_record_corr": a.wait_on_record_corr}
+            extra = {k: v for k, v in extra.items() if v is not None and v != -1}
+            k = int(col[lo + i])
+            if k >= 0:  # a kernel with collective args: its dimensions too
+                extra = {**table[k], **extra}
+            col[lo + i] = len(table)
+            table.append(extra)
 
     def table(self, path: str) -> tuple[EventTable, float, list[str]]:
         """The table of the events the screen keeps, with ts made relative to the earliest; that
@@ -586,7 +646,7 @@ class _Columns:
         cols = self.cols
         for arr in cols.values():
             arr.resize(self.n, refcheck=False)
-        keep, warnings = screen(cols, path)
+        keep, warnings = screen(cols, path, self.event_args)
         if keep is not None:
             cols = {k: v[keep] for k, v in cols.items()}
         del keep
@@ -687,5 +747,6 @@ def read_rank_trace(
         with_stack=_as_flag(meta.get("with_stack")),
         profile_memory=_as_flag(meta.get("profile_memory")),
         metadata=meta,
+        event_args=columns.event_args,
         warnings=warnings,
     )

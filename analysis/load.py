@@ -14,12 +14,12 @@ import sys
 import time
 from functools import partial
 
-import msgspec
 import numpy as np
 
 from speedtrace.analysis.decode import NotATraceError, file_kind, read_rank_trace
 from speedtrace.analysis.events import COLUMNS, GPU_ACTIVITY, EventTable, RankTrace, TraceSet
 from speedtrace.errors import SpeedtraceError, warn
+from speedtrace.profiling import runinfo
 
 RUN_JSON = "run.json"
 TRACE_SUFFIXES = (".json", ".json.gz")
@@ -80,13 +80,12 @@ def discover(path) -> tuple[list[str], dict | None, list[str]]:
     if os.path.isfile(run_path):
         try:
             with open(run_path, "rb") as f:
-                run = msgspec.json.decode(f.read())
-        except (OSError, msgspec.DecodeError) as e:
+                data = f.read()
+        except OSError as e:
             warnings.append(f"{run_path}: unreadable run metadata, ignored ({e})")
-            run = None
-        if run is not None and not isinstance(run, dict):
-            warnings.append(f"{run_path}: run metadata is not a JSON object, ignored")
-            run = None
+        else:
+            run, found = runinfo.read(data, run_path)
+            warnings += found
     return files, run, warnings
 
 
@@ -128,13 +127,15 @@ def load_rank_file(path) -> RankTrace:
     return trace
 
 
-def load(path, *, workers: int | None = None, progress: bool | None = None) -> TraceSet:
+def load(path, *, workers: int | None = None, progress: bool | None = None,
+         echo_warnings: bool = True) -> TraceSet:
     """Load a trace file (``.json``/``.json.gz``) or a directory of per-rank trace files.
 
     ``workers``: processes decoding files at once (default: one per file, up to the CPU count).
     ``progress``: report files and bytes done on stderr (default: for loads over 50 MB when
-    stderr is a terminal). Raises ``SpeedtraceError`` for bad input; warnings are printed and
-    kept in ``TraceSet.warnings``.
+    stderr is a terminal). Raises ``SpeedtraceError`` for bad input; warnings are kept in
+    ``TraceSet.warnings`` and printed on stderr unless ``echo_warnings`` is off (the commands
+    print them once, with their own output).
     """
     path = os.fspath(path)
     files, run, warnings = discover(path)
@@ -172,8 +173,9 @@ def load(path, *, workers: int | None = None, progress: bool | None = None) -> T
     for r in ranks:
         if not np.isin(r.events.cat, GPU_ACTIVITY).any():
             warnings.append(f"{r.path}: no GPU events (kernel, memcpy, memset) in the trace")
-    for w in warnings:
-        warn(w)
+    if echo_warnings:
+        for w in warnings:
+            warn(w)
     return TraceSet(path=path, ranks=ranks, run=run, warnings=warnings)
 
 

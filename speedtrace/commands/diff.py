@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from speedtrace.commands.report import microseconds_option
+from speedtrace.errors import warn
 
 DESCRIPTION = """\
 Compare two torch.profiler traces (.json or .json.gz) or directories of per-rank traces:
@@ -35,20 +36,24 @@ def run(args) -> int:
 
     # Imported here so that `speedtrace --help` and the other commands stay light.
     from speedtrace.analysis.diff import build_diff
-    from speedtrace.analysis.diff_render import render_markdown, render_text
+    from speedtrace.analysis.diff_sections import diff_sections
     from speedtrace.analysis.load import load
+    from speedtrace.analysis.render import render
     from speedtrace.analysis.report import jsonable
 
-    before = load(args.before, progress=None)
-    after = load(args.after, progress=None)
+    before = load(args.before, progress=None, echo_warnings=False)
+    after = load(args.after, progress=None, echo_warnings=False)
     doc = build_diff(before, after, min_gap_us=min_gap_us)
     if args.format == "json":
         import json
 
+        # The JSON carries the warnings too; stderr shows them to whoever runs the command.
+        for w in doc["warnings"]:
+            warn(w)
         print(json.dumps(jsonable(doc), allow_nan=False, indent=1))
         return 0
     # The text forms use µ, → and −; never fail on a terminal that cannot show them.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
-    print(render_markdown(doc) if args.format == "md" else render_text(doc), end="")
+    print(render(diff_sections(doc), args.format), end="")
     return 0

@@ -6,7 +6,7 @@ import math
 import re
 import sys
 
-from speedtrace.errors import SpeedtraceError
+from speedtrace.errors import SpeedtraceError, warn
 
 DESCRIPTION = """\
 Summarise a torch.profiler trace (.json or .json.gz) or a directory of per-rank traces:
@@ -95,20 +95,22 @@ def run(args) -> int:
 
     # Imported here so that `speedtrace --help` and the other commands stay light.
     from speedtrace.analysis.load import load
-    from speedtrace.analysis.report import build_report, jsonable, render_markdown, render_text
+    from speedtrace.analysis.render import render
+    from speedtrace.analysis.report import build_report, jsonable
+    from speedtrace.analysis.report_sections import report_sections
 
-    trace_set = load(path, progress=None)
+    trace_set = load(path, progress=None, echo_warnings=False)
     report = build_report(trace_set, steps=steps, rank=rank, top=top, min_gap_us=min_gap_us)
     if args.format == "json":
         import json
 
+        # The JSON carries the warnings too; stderr shows them to whoever runs the command.
+        for w in report["warnings"]:
+            warn(w)
         print(json.dumps(jsonable(report), allow_nan=False, indent=1))
         return 0
     # The text forms use µ, ≥ and ·; never fail on a terminal that cannot show them.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
-    if args.format == "md":
-        print(render_markdown(report), end="")
-    else:
-        print(render_text(report), end="")
+    print(render(report_sections(report), args.format), end="")
     return 0

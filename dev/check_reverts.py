@@ -1,6 +1,6 @@
 """Does each ``--revert`` show its kernel difference in a trace? (issue: the bundled trainer)
 
-    python -P benchmarks/check_reverts.py DIR      # DIR/record, DIR/<change> for each revertible change
+    python -P dev/check_reverts.py DIR      # DIR/record, DIR/<change> for each revertible change
 
 Each sub-directory is a ``speedtrace profile`` trace set (CPU+CUDA, so kernels carry phases).
 Expected differences against the record variant, per PR #233 change:

@@ -1,19 +1,19 @@
 """a·aᵀ on the attention bank (40, 768, 768) written in Gluon, Triton's lower-level dialect.
 
 Triton 3.6's ``tl.dot`` pipeline reaches ~70% of cuBLAS's per-tile rate at a reduction depth of
-768 (benchmarks/RESULTS.md, Kernels, third session), too little for the triangle of 21 of 36 tiles
+768 (dev/LOG.md, Kernels, third session), too little for the triangle of 21 of 36 tiles
 to beat 0.8× bmm. Gluon exposes what that pipeline hides: persistent programs that walk a table
 of lower-triangle tiles, TMA loads kept NUM_BUF - 1 steps ahead of the asynchronous warpgroup
 MMAs across tile boundaries (the next tile's loads are in flight during this tile's epilogue),
 and TMA stores of each tile and its mirror that complete while the next tile computes.
 
-On the GPU machine (after `source benchmarks/gpu_shim.sh`):
+On the GPU machine (after `source dev/gpu_shim.sh`):
 
-    python -P benchmarks/xxt_gluon.py                          # check against bmm, time CONFIGS
-    python -P benchmarks/xxt_gluon.py --configs "64,4,0,1;64,5,0,1"   # chosen configurations
+    python -P dev/xxt_gluon.py                          # check against bmm, time CONFIGS
+    python -P dev/xxt_gluon.py --configs "64,4,0,1;64,5,0,1"   # chosen configurations
 
 A configuration is "BLOCK_K,NUM_BUF,programs,IN_FLIGHT,PAIR,EPI" (see CONFIGS). Results are in
-benchmarks/RESULTS.md (Kernels, eighth session). Only IN_FLIGHT = 0 with PAIR = 1 has run on a GPU;
+dev/LOG.md (Kernels, eighth session). Only IN_FLIGHT = 0 with PAIR = 1 has run on a GPU;
 the rest compile for sm_90 with Triton 3.6 but are untimed.
 """
 from __future__ import annotations

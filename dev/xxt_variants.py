@@ -1,15 +1,15 @@
 """Variants of the a·aᵀ kernel on the attention bank (40, 768, 768): where xxt's time goes.
 
-On the GPU machine, from the repository root (after `source benchmarks/gpu_shim.sh`):
+On the GPU machine, from the repository root (after `source dev/gpu_shim.sh`):
 
-    python -P benchmarks/xxt_variants.py        # plain matmul, triangle with and without the mirror, TMA
-    python -P benchmarks/xxt_variants.py --v2   # tile kinds: one-operand diagonal blocks, paired blocks
-    python -P benchmarks/xxt_variants.py --big  # 256x256 tiles, 8 or 16 warps
-    python -P benchmarks/xxt_variants.py --v4   # persistent flattened tile loops, register caps
-    python -P benchmarks/xxt_variants.py --ws WS=True,warps=4,stages=3   # one warp-specialised config
+    python -P dev/xxt_variants.py        # plain matmul, triangle with and without the mirror, TMA
+    python -P dev/xxt_variants.py --v2   # tile kinds: one-operand diagonal blocks, paired blocks
+    python -P dev/xxt_variants.py --big  # 256x256 tiles, 8 or 16 warps
+    python -P dev/xxt_variants.py --v4   # persistent flattened tile loops, register caps
+    python -P dev/xxt_variants.py --ws WS=True,warps=4,stages=3   # one warp-specialised config
 
 Each variant is checked against torch.bmm and timed as CUDA-graph replays (median); bmm is timed on the
-stream, as in bench_kernels.py. Results of 2026-11-29 are in benchmarks/RESULTS.md (Kernels, third session).
+stream, as in bench_kernels.py. Results of 2026-11-29 are in dev/LOG.md (Kernels, third session).
 """
 import sys
 import time

@@ -1,8 +1,8 @@
 """One run on the GPU machine: the kernels' correctness at the trainer's shapes, then their timings.
 
-    python benchmarks/check_kernels_gpu.py        # results JSON to $OUT/kernels_gpu.json if $OUT is set
+    python dev/check_kernels_gpu.py        # results JSON to $OUT/kernels_gpu.json if $OUT is set
 
-1. Every kernel at the trainer's shapes against float64 (speedtrace.kernels.checks), eagerly and
+1. Every kernel at the trainer's shapes against float64 (tests/kernel_checks.py), eagerly and
    inside torch.compile(fullgraph=True) as the trainer calls them.
 2. The timing table of benchmarks/bench_kernels.py (ceilings measured on the card).
 3. A short summary last: failed checks and the speed targets of the kernels' issue.
@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_kernels  # noqa: E402  (beside this script)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]
+import bench_kernels  # noqa: E402  (the timing harness)
 
 # Speed targets: (kernel name prefix, measure, limit, how it reads)
 TARGETS = (
@@ -47,9 +48,9 @@ def main() -> int:
         print("check_kernels_gpu: needs a CUDA device", file=sys.stderr)
         return 2
     bench_kernels.import_kernels()
+    import kernel_checks as checks  # the tests' float64 checks (tests/ is on sys.path)
     import triton
 
-    from speedtrace.kernels import checks
     start = time.time()
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  triton {triton.__version__}")
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}

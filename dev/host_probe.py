@@ -3,9 +3,9 @@
 Every 50 ms it times 200,000 random reads over a 1 GiB array (memory latency, which the launch path
 of a compiled step depends on) and appends ``unix_time memory_ms`` to FILE, until it is killed. It
 pins itself to the last CPU. When this process slows down at the same time as the benchmark's
-steps, the machine, not the benchmark, got slower (benchmarks/RESULTS.md, "Sixth session").
+steps, the machine, not the benchmark, got slower (dev/LOG.md, "Sixth session").
 
-    python benchmarks/host_probe.py FILE &
+    python dev/host_probe.py FILE &
     python -P benchmarks/bench_dilation.py ... --host-stats --probe-log FILE
 """
 

@@ -1,6 +1,6 @@
 """Sweep the launch configurations of the Triton kernels at the trainer's shapes, on one GPU.
 
-    python benchmarks/tune_kernels.py [--budget-s 270] [--only xxt,transpose_add] [--top 6]
+    python dev/tune_kernels.py [--budget-s 270] [--only xxt,transpose_add] [--top 6]
 
 For each case (kernel at one shape) every candidate configuration is run once on a NaN-filled
 output and checked against torch (largest error relative to the largest reference value; a
@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_kernels  # noqa: E402  (beside this script)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_kernels  # noqa: E402  (benchmarks/, the harness it shares its timing with)
 
 TOLERANCE = 1e-2   # largest |kernel − torch| / largest |torch|; bf16 rounding gives about 4e-3
 

@@ -4,7 +4,7 @@
 # CUDA-graph micro-batches); parent: the same two). RECORD_CONFIGS / PARENT_CONFIGS override the
 # lists (bench_dilation.py --configs). Traces land in $OUT/record and $OUT/parent; the tables are
 # printed last.
-source benchmarks/gpu_shim.sh
+source dev/gpu_shim.sh
 python benchmarks/synth_data_parallel.py /tmp/data --train-shards 24 >/dev/null
 rm -f /tmp/record.done /tmp/parent.ready
 ( timeout ${PAIR_TIMEOUT:-480} python -P benchmarks/bench_dilation.py --data /tmp/data --out $OUT/record \

@@ -1,14 +1,16 @@
-"""Text and markdown forms of a diff document (``diff.build_diff``); they only format it.
+"""A diff document (``diff.build_diff``) as a ``Document`` of sections; it only formats it.
 
 Order: a short header (paths, basis, steps per side, warnings), the metric table, the kernel
-changes (not the ``same`` ones; absorbed eager kernels under the kernel that absorbed them),
-select_backward, SM contention and comm queueing, the gap groups that changed, the verdict.
+changes (not the ``same`` ones; absorbed eager kernels as notes under the kernel that absorbed
+them), select_backward, SM contention and comm queueing, the gap groups that changed, the
+verdict. Section keys: ``header``, ``metrics``, ``kernels``, ``select_backward``, ``sm_comm``,
+``collectives`` (when either side has some), ``gaps``, ``verdict``.
 """
 
 from __future__ import annotations
 
-from speedtrace.analysis.diff_verdict import count_text, minus
-from speedtrace.analysis.tables import md_escape, md_table, text_table
+from speedtrace.analysis.fmt import count_text, minus, split_key
+from speedtrace.analysis.sections import Document, Para, Section, Table
 
 KERNELS_SHOWN = 20
 GAP_GROUPS_SHOWN = 20
@@ -42,8 +44,14 @@ def _delta(key: str, m: dict) -> tuple[str, str]:
 
 
 def _short(name, width: int = NAME_WIDTH) -> str:
+    """``name`` cut to ``width`` with "…"; a kernel key's ``<<<grid, block>>>`` is kept whole."""
     name = "" if name is None else str(name)
-    return name if len(name) <= width else name[: width - 1] + "…"
+    if len(name) <= width:
+        return name
+    base, config = split_key(name)
+    if config and width - len(config) >= 12:
+        return base[: width - len(config) - 1] + "…" + config
+    return name[: width - 1] + "…"
 
 
 def _us(x) -> str:
@@ -126,13 +134,45 @@ def _sm_comm_lines(doc: dict) -> list[str]:
     if not m["comm_kernel_count"]["before"] and not m["comm_kernel_count"]["after"]:
         return ["no comm kernels on either side"]
     out = []
-    for key, words in (("sm_contention_us", "comm on full SMs"), ("comm_queue_us", "comm queueing"),
-                       ("comm_queue_full_sm_us", "comm queueing while compute held every SM")):
+    for key, words in (("sm_contention_us", "comm on full SMs"),
+                       ("comm_queue_us", "comm queueing (ready, not started)"),
+                       ("comm_queue_full_sm_us", "comm queueing while compute held every SM"),
+                       ("comm_wait_inputs_us", "comm waiting for inputs")):
         out.append(f"{words}: {_us(m[key]['before'])} → {_us(m[key]['after'])} µs")
     overlap = m["comp_comm_overlap_pct"]
     out.append(f"comm/compute overlap: {_value('comp_comm_overlap_pct', overlap['before'])} → "
                f"{_value('comp_comm_overlap_pct', overlap['after'])}")
     return out
+
+
+def _size(nbytes) -> str:
+    if nbytes is None:
+        return "n/a"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:,.1f} {unit}"
+    return f"{nbytes:,.0f} B"
+
+
+def _collective_blocks(doc: dict) -> list:
+    """Per kind: count, size, time and exposed time before → after; then the launch-phase changes."""
+    c = doc.get("collectives") or {}
+    if not c.get("kinds"):
+        return [Para("no collectives on either side")]
+    rows = [[k["kind"], f"{count_text(round(k['before_count'], 1))} → {count_text(round(k['after_count'], 1))}",
+             f"{_size(k['before_bytes'])} → {_size(k['after_bytes'])}", _us(k["before_us"]), _us(k["after_us"]),
+             _us(k["before_exposed_us"]), _us(k["after_exposed_us"]),
+             minus(f"{k['after_exposed_us'] - k['before_exposed_us']:+,.1f}")] for k in c["kinds"]]
+    blocks: list = [Table(["kind", "count", "size", "before µs", "after µs", "before exposed µs",
+                           "after exposed µs", "Δ exposed µs"], rows, right=frozenset({3, 4, 5, 6, 7}))]
+    changes = c.get("phase_changes") or []
+    if changes:
+        blocks.append(Para("launch phase changed:"))
+        blocks.append(Table(["kind", "step", "before phase", "after phase", "count"],
+                            [[p["kind"], str(p["step"]), _short(p["before_phase"] or "-", 40),
+                              _short(p["after_phase"] or "-", 40), str(p["count"])] for p in changes],
+                            right=frozenset({1, 4}), code=frozenset({2, 3})))
+    return blocks
 
 
 def _gap_rows(doc: dict) -> tuple[list[list[str]], int]:
@@ -148,86 +188,49 @@ def _gap_rows(doc: dict) -> tuple[list[list[str]], int]:
     return rows, max(0, len(changed) - GAP_GROUPS_SHOWN)
 
 
-# ----------------------------------------------------------------------------------- text
+# -------------------------------------------------------------------------------- document
 
 
-
-
-def render_text(doc: dict) -> str:
-    """The diff as plain text, verdict last."""
-    lines = ["speedtrace diff", *_header(doc)]
-    lines += [f"warning: {w}" for w in doc["warnings"]]
-    lines += ["", "metrics (* = larger than the per-step noise):"]
-    lines += text_table(_metric_rows(doc), right={1, 2, 3, 4}, indent="  ")
+def diff_sections(doc: dict) -> Document:
+    """The ``Document`` of a diff dict: header, metrics, kernel changes, select_backward, SMs
+    and comm, gap groups, verdict."""
+    out = Document("diff", "speedtrace diff", "", warnings=list(doc["warnings"]))
+    out.sections.append(Section("header", "", [Para(line) for line in _header(doc)]))
+    out.sections.append(Section("metrics", "metrics (* = larger than the per-step noise)", [Table(
+        *_split(_metric_rows(doc)), right=frozenset({1, 2, 3, 4}), code=frozenset())]))
 
     shown, more = shown_kernels(doc)
-    lines += ["", "kernel changes (largest |Δµs| first):"]
     if shown:
-        rows = [["status", "kernel", "count", "before µs", "after µs", "Δµs", ""]]
-        notes = {}
+        rows, notes = [], {}
         for k in shown:
             rows.append([k["status"], _short(k["key"]), _counts(k), _us(k["before_us"]),
                          _us(k["after_us"]), minus(f"{k['delta_us']:+,.1f}"),
                          "*" if k.get("significant") else ""])
-            notes[len(rows) - 1] = _kernel_notes(doc, k)
-        table = text_table(rows, right={3, 4, 5}, indent="  ")
-        for i, line in enumerate(table):
-            lines.append(line)
-            lines += [f"      {n}" for n in notes.get(i, [])]
-        if more:
-            lines.append(f"  ... {more} more kernel changes (see --format json)")
+            found = _kernel_notes(doc, k)
+            if found:
+                notes[len(rows) - 1] = found
+        block = Table(["status", "kernel", "count", "before µs", "after µs", "Δµs", ""], rows,
+                      right=frozenset({3, 4, 5}), code=frozenset({1}), notes=notes,
+                      more=f"... {more} more kernel changes (see --format json)" if more else None)
     else:
-        lines.append("  none")
-
-    lines += ["", f"select_backward: {_select_backward_text(doc)}"]
-    lines += ["", "SMs and comm:"] + [f"  {s}" for s in _sm_comm_lines(doc)]
+        block = Para("none")
+    out.sections.append(Section("kernels", "kernel changes (largest |Δµs| first)", [block]))
+    out.sections.append(Section("select_backward", "select_backward", [Para(_select_backward_text(doc))]))
+    out.sections.append(Section("sm_comm", "SMs and comm", [Para(s) for s in _sm_comm_lines(doc)]))
+    if (doc.get("collectives") or {}).get("kinds"):
+        units = (doc.get("units") or {}).get("collectives", "")
+        out.sections.append(Section("collectives", f"collectives ({units})" if units else "collectives",
+                                    _collective_blocks(doc)))
     gap_rows, more = _gap_rows(doc)
-    lines += ["", "gap groups that changed (by kind and phase):"]
-    lines += text_table(gap_rows, right={3, 4, 5, 6, 7}, indent="  ") if len(gap_rows) > 1 else ["  none"]
-    if more:
-        lines.append(f"  ... {more} more gap groups (see --format json)")
-    lines += ["", "verdict:"] + [f"  {v}" for v in doc["verdict"].splitlines()]
-    return "\n".join(lines) + "\n"
-
-
-# ------------------------------------------------------------------------------- markdown
-
-
-
-
-
-
-def render_markdown(doc: dict) -> str:
-    """The diff as GitHub-flavoured markdown, verdict last."""
-    out = ["# speedtrace diff", ""]
-    out += [f"- {md_escape(line)}" for line in _header(doc)] + [""]
-    out += [f"> **warning:** {md_escape(w)}  " for w in doc["warnings"]]
-    if doc["warnings"]:
-        out.append("")
-    out += ["## Metrics", "", "`*`: larger than the per-step noise.", ""]
-    out += md_table(_metric_rows(doc), right={1, 2, 3, 4}) + [""]
-
-    shown, more = shown_kernels(doc)
-    out += ["## Kernel changes", ""]
-    if shown:
-        rows = [["status", "kernel", "count", "before µs", "after µs", "Δµs", "", "note"]]
-        for k in shown:
-            notes = _kernel_notes(doc, k, quote="`")
-            rows.append([k["status"], f"`{_short(k['key'], 90)}`", _counts(k), _us(k["before_us"]),
-                         _us(k["after_us"]), minus(f"{k['delta_us']:+,.1f}"),
-                         "*" if k.get("significant") else "", "; ".join(notes)])
-        out += md_table(rows, right={3, 4, 5}) + [""]
-        if more:
-            out += [f"... {more} more kernel changes (see `--format json`).", ""]
+    if len(gap_rows) > 1:
+        block = Table(*_split(gap_rows), right=frozenset({3, 4, 5, 6, 7}), code=frozenset({2}),
+                      more=f"... {more} more gap groups (see --format json)" if more else None)
     else:
-        out += ["None.", ""]
+        block = Para("none")
+    out.sections.append(Section("gaps", "gap groups that changed (by kind and phase)", [block]))
+    out.sections.append(Section("verdict", "verdict", [Para(v) for v in doc["verdict"].splitlines()]))
+    return out
 
-    out += ["## select_backward", "", md_escape(_select_backward_text(doc)), ""]
-    out += ["## SMs and comm", ""] + [f"- {md_escape(s)}" for s in _sm_comm_lines(doc)] + [""]
-    gap_rows, more = _gap_rows(doc)
-    out += ["## Gap groups that changed", ""]
-    out += md_table(gap_rows, right={3, 4, 5, 6, 7}) + [""] if len(gap_rows) > 1 else ["None.", ""]
-    if more:
-        out += [f"... {more} more gap groups (see `--format json`).", ""]
-    out += ["## Verdict", ""] + [f"{md_escape(v)}  " for v in doc["verdict"].splitlines()]
-    return "\n".join(out) + "\n"
+
+def _split(rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    return rows[0], rows[1:]

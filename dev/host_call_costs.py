@@ -5,7 +5,7 @@ calls, median per call. Measured without a profiler, with each BLAS library chos
 under CPU+CUDA profilers (plain, and with external correlation off) and a CUDA-only one: what the
 profiler adds to each call is what full mode adds to a step's thousands of them.
 
-    source benchmarks/gpu_shim.sh; python -P benchmarks/host_call_costs.py
+    source dev/gpu_shim.sh; python -P dev/host_call_costs.py
 """
 
 import statistics

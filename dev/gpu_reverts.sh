@@ -3,7 +3,7 @@
 # (CPU+CUDA, 10 unprofiled + 2 warm-up + 4 traced steps from step 10), then checked by
 # check_reverts.py. The record goes last, on a quiet host; the earlier ones are profiled while the
 # later ones still compile, so their step times (not their kernels) are distorted.
-source benchmarks/gpu_shim.sh
+source dev/gpu_shim.sh
 python benchmarks/synth_data_parallel.py /tmp/data --train-shards 24 >/dev/null
 mkdir -p $OUT/logs; rm -f /tmp/*.done
 prev=""
@@ -21,5 +21,5 @@ for v in record transpose-kernels mlp-select tall-polar-express fused-nesterov; 
   echo "$v: $(grep -A4 '==== profiler' $OUT/logs/$v.log | tail -n 1)"
   cp /tmp/rev/$v.run/cpu_cuda/rank-0.trace.json.gz $OUT/$v.trace.json.gz   # at most 8 files come back
 done
-python -P benchmarks/check_reverts.py /tmp/rev/check | tee $OUT/logs/check_reverts.txt
+python -P dev/check_reverts.py /tmp/rev/check | tee $OUT/logs/check_reverts.txt
 tar czf $OUT/logs.tgz -C $OUT logs && rm -rf $OUT/logs

@@ -1,4 +1,4 @@
-"""Correctness checks of the kernels against a float64 evaluation, shared by tests and scripts.
+"""Correctness checks of the kernels against a float64 evaluation: helpers of the kernel tests.
 
 The rule: an output's largest error against float64 must be at most twice the error of the
 PyTorch reference run in the kernel's own dtype, plus 1e-6. Outputs are filled with NaN before
@@ -6,7 +6,7 @@ the call (a missed element shows up as an infinite error); ``transpose_add`` get
 destination that is a view into a larger tensor, whose other elements must stay untouched.
 float8 e5m2 outputs must be within one e5m2 step of torch's cast of the float64 value.
 Each check draws fresh random inputs and returns ``Check`` records; the callers assert on them
-(CPU tests under the Triton interpreter at small shapes, the GPU script at the trainer's shapes).
+(CPU tests under the Triton interpreter at small shapes, tests/gpu at the trainer's shapes).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where the trainer's host time goes: cProfile over three stage-1 steps after warm-up (GPU machine).
 
-    source benchmarks/gpu_shim.sh
-    python -P benchmarks/host_cprofile.py DATA_DIR OUT.txt     # also writes OUT.txt.pstats
+    source dev/gpu_shim.sh
+    python -P dev/host_cprofile.py DATA_DIR OUT.txt     # also writes OUT.txt.pstats
 
 Prints five synchronised steps' host time (when train_step returned) beside their step time, then
 profiles three more. On Python 3.12 cProfile sees every thread (the autograd engine's too), and a

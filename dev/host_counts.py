@@ -6,7 +6,7 @@ how many of its kernels were the small CUTLASS/cuBLAS GEMMs that 12-wide product
 kernel time, and the host time of the trainer's ``data``, ``forward``, ``backward`` and
 ``optimizer`` ranges. Prints the median over the steps and every step's value.
 
-    python benchmarks/host_counts.py TRACE.json.gz
+    python dev/host_counts.py TRACE.json.gz
 """
 
 import collections

@@ -1,7 +1,7 @@
 # On the GPU machine, from the repository root: the speedrun config's acceptance run.
 # 200 steps of stage 1 on synthetic shards, validation at steps 0 and 200, step times between
 # torch.cuda.synchronize() calls (the summary JSON line gives their median over steps 10-60).
-source benchmarks/gpu_shim.sh
+source dev/gpu_shim.sh
 set -o pipefail
 python benchmarks/synth_data_parallel.py /tmp/data --train-shards 40 --val-shards 1 >/dev/null
 timeout ${TRAIN_TIMEOUT:-480} python -P -m speedtrace train --config speedrun --data /tmp/data --steps ${STEPS:-200} \

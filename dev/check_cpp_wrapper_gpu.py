@@ -6,8 +6,8 @@ head + softcapped cross-entropy, forward and backward, with and without ``cpp_wr
 compares each with the eager result; each case runs in its own process, so that a crash or an
 illegal memory access names its case.
 
-    python -P benchmarks/check_cpp_wrapper_gpu.py            # every case, one process each
-    python -P benchmarks/check_cpp_wrapper_gpu.py mlp cpp    # one case in this process
+    python -P dev/check_cpp_wrapper_gpu.py            # every case, one process each
+    python -P dev/check_cpp_wrapper_gpu.py mlp cpp    # one case in this process
 """
 
 import re
