@@ -14,7 +14,8 @@ rule it breaks, in this order:
 2. ``dur`` is not negative.
 3. A GPU event's ``pid`` (its device) is an integer >= 0.
 4. The event lies inside the trace's window (``window``).
-5. It is not an exact copy of an earlier event: every column the loader keeps is equal.
+5. It is not an exact copy of an earlier event: every column the loader keeps is equal, and so
+   are the extra args (``RankTrace.event_args``) the ``extra`` column points to.
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ def window(ts: np.ndarray, dur: np.ndarray) -> tuple[float, float] | None:
     return mid, max(WIDEN * half, MIN_HALF_WIDTH_US)
 
 
-def duplicates(cols: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
-    """Of ``rows`` (ascending), those that repeat an earlier row in every column.
+def duplicates(cols: dict[str, np.ndarray], rows: np.ndarray,
+               event_args: list[dict] | None = None) -> np.ndarray:
+    """Of ``rows`` (ascending), those that repeat an earlier row in every column (the ``extra``
+    column compared by the content of the ``event_args`` entries it points to).
 
     Sorting by ``ts`` alone finds the few rows that share a start with another; only those are
     compared column by column, so a trace without duplicates costs one sort.
@@ -71,7 +74,8 @@ def duplicates(cols: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
     twin[:-1] |= tie
     cand = rows[order[twin]]
     # Compare float columns by their bits, so that NaN (missing) equals NaN.
-    keys = [_bits(cols[k][cand]) for k in COLUMNS]
+    keys = [_content(cols[k][cand], event_args or []) if k == "extra" else _bits(cols[k][cand])
+            for k in COLUMNS]
     o = np.lexsort(keys[::-1])  # stable: the first of equal rows is the earliest in the file
     same = np.ones(len(cand) - 1, dtype=bool)
     for k in keys:
@@ -84,8 +88,19 @@ def _bits(a: np.ndarray) -> np.ndarray:
     return a.view(np.int64) if a.dtype == np.float64 else a
 
 
-def screen(cols: dict[str, np.ndarray], path: str) -> tuple[np.ndarray | None, list[str]]:
-    """The rows to keep (None: all of them) and one warning per rule that excluded any."""
+def _content(extra: np.ndarray, event_args: list[dict]) -> np.ndarray:
+    """One number per distinct content of the args dicts that ``extra`` indexes (-1: none).
+    Equal dicts get equal numbers though the loader gives each event with collective args a
+    dict of its own."""
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(repr(sorted(event_args[k].items())) if k >= 0 else "", len(ids))
+                     for k in extra.tolist()], dtype=np.int64)
+
+
+def screen(cols: dict[str, np.ndarray], path: str,
+           event_args: list[dict] | None = None) -> tuple[np.ndarray | None, list[str]]:
+    """The rows to keep (None: all of them) and one warning per rule that excluded any.
+    ``event_args``: what the ``extra`` column indexes (RankTrace.event_args)."""
     ts, dur, cat, pid = cols["ts"], cols["dur"], cols["cat"], cols["pid"]
     warnings: list[str] = []
     keep = np.isfinite(ts) & np.isfinite(dur)
@@ -112,7 +127,7 @@ def screen(cols: dict[str, np.ndarray], path: str) -> tuple[np.ndarray | None, l
         _tell(warnings, path, cat, bad, rule, "excluded")
         keep &= ~bad
     rows = np.flatnonzero(keep)
-    dup = duplicates(cols, rows)
+    dup = duplicates(cols, rows, event_args)
     if len(dup):
         keep[dup] = False
         _tell(warnings, path, cat, ~keep & _mask(len(ts), dup),
