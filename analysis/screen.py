@@ -74,8 +74,8 @@ def duplicates(cols: dict[str, np.ndarray], rows: np.ndarray,
     twin[:-1] |= tie
     cand = rows[order[twin]]
     # Compare float columns by their bits, so that NaN (missing) equals NaN.
-    keys = [_content(cols[k][cand], event_args or []) if k == "extra" else _bits(cols[k][cand])
-            for k in COLUMNS]
+    keys = [_content(cols[k][cand], event_args) if k == "extra" and event_args is not None
+            else _bits(cols[k][cand]) for k in COLUMNS]
     o = np.lexsort(keys[::-1])  # stable: the first of equal rows is the earliest in the file
     same = np.ones(len(cand) - 1, dtype=bool)
     for k in keys:

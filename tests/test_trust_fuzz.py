@@ -125,7 +125,7 @@ def valid_gpu_window(events: list, center: float) -> tuple[float, float] | None:
 
 
 @pytest.mark.filterwarnings("ignore")
-@settings(max_examples=150, deadline=None, derandomize=True,
+@settings(max_examples=100, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(mutation(), min_size=1, max_size=5))
 def test_mutated_real_trace_keeps_the_invariants(tmp_path, mutations):
