@@ -48,26 +48,29 @@ def discover(path) -> tuple[list[str], dict | None, list[str]]:
                                   "give a trace file or a directory of them")
         return [path], None, []
     try:
-        names = sorted(os.listdir(path))
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda d: d.name)
     except OSError as e:
         raise SpeedtraceError(f"{path}: cannot list directory ({e.strerror or e})") from None
     warnings: list[str] = []
     files, subdirs = [], []
-    for n in names:
-        full = os.path.join(path, n)
-        try:
-            mode = os.stat(full).st_mode
-        except OSError as e:
-            if _is_trace_name(n):
-                warnings.append(f"{full}: {_stat_problem(full, e)}; skipped")
+    for entry in entries:
+        n, full = entry.name, os.path.join(path, entry.name)
+        if not _is_trace_name(n) or n == RUN_JSON:
+            if _is_dir(entry):
+                subdirs.append(n)
             continue
-        if stat.S_ISDIR(mode):
+        try:
+            mode = os.stat(full).st_mode  # through a link: what it points to
+        except OSError as e:
+            warnings.append(f"{full}: {_stat_problem(full, e)}; skipped")
+            continue
+        if stat.S_ISREG(mode):
+            files.append(full)
+        elif stat.S_ISDIR(mode):
             subdirs.append(n)
-        elif _is_trace_name(n) and n != RUN_JSON:
-            if stat.S_ISREG(mode):
-                files.append(full)
-            else:
-                warnings.append(f"{full}: not a regular file ({file_kind(mode)}); skipped")
+        else:
+            warnings.append(f"{full}: not a regular file ({file_kind(mode)}); skipped")
     nested = [n for n in subdirs if _holds_traces(os.path.join(path, n))]
     if not files:
         hint = f" (subdirectories {_listing(nested)} hold some: give one as PATH)" if nested else ""
@@ -87,6 +90,13 @@ def discover(path) -> tuple[list[str], dict | None, list[str]]:
             run, found = runinfo.read(data, run_path)
             warnings += found
     return files, run, warnings
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows a link; no stat call for a plain entry
+    except OSError:
+        return False
 
 
 def _is_trace_name(name: str) -> bool:
