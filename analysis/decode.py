@@ -20,6 +20,7 @@ import math
 import mmap
 import os
 import re
+import stat
 import zlib
 from collections.abc import Callable
 from itertools import compress
@@ -29,6 +30,7 @@ import msgspec
 import numpy as np
 
 from speedtrace.analysis.events import CAT_BY_NAME, COLUMNS, Cat, DeviceInfo, EventTable, RankTrace
+from speedtrace.analysis.screen import screen
 from speedtrace.errors import SpeedtraceError
 
 # Bytes of the events array decoded at once; tests shrink it to exercise the cuts.
@@ -87,37 +89,60 @@ class _Event(msgspec.Struct, gc=False):
     name: str = ""
     pid: int | str = -1
     tid: int | str = -1
-    ts: float = _NAN
-    dur: float = 0.0
+    ts: float = _NAN  # NaN: missing (the screen excludes the event, metrics.md "Input")
+    dur: float = _NAN
     args: _Args = msgspec.field(default_factory=_Args)
 
 
-# strict=False: numbers written as strings ("12") are read as numbers.
-_TYPED = msgspec.json.Decoder(list[_Event], strict=False)
-_UNTYPED = msgspec.json.Decoder()
+# Strict: a chunk with a string where a number belongs ("dur": "10") fails here and is decoded
+# again by ``_coerce``, which reads such args as numbers but takes a time only from a number.
+_TYPED = msgspec.json.Decoder(list[_Event])
+# float_hook: a number beyond float64 (1e999) reads as inf, which the screen excludes, instead
+# of failing the whole file.
+_UNTYPED = msgspec.json.Decoder(float_hook=float)
 _TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 # ---------------------------------------------------------------------------- reading bytes
 
 
-def read_bytes(path: str) -> tuple[mmap.mmap, int]:
-    """The file's JSON bytes as a mapping, and their length: a plain file memory-mapped, a gzip
-    file decompressed into anonymous memory. The parser hands decoded pages of either back."""
+def read_bytes(path: str) -> tuple[mmap.mmap, int, bool]:
+    """The file's JSON bytes as a mapping, their length, and whether they were gzip-compressed:
+    a plain file memory-mapped, a gzip file decompressed into anonymous memory. The parser
+    hands decoded pages of either back. Anything but a regular file is refused."""
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO without a writer would otherwise wait forever; the mode
+        # is checked on the open descriptor, so nothing can swap the file in between.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise SpeedtraceError(f"{path}: not a regular file ({file_kind(mode)}); "
+                                      "give a trace file or a directory of them")
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
             magic = f.read(2)
             if magic == _GZIP_MAGIC:
                 f.seek(0)
-                return _gunzip(path, f.read())
+                return (*_gunzip(path, f.read()), True)
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 raise SpeedtraceError(f"{path}: empty file")
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), size
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), size, False
     except SpeedtraceError:
         raise
     except OSError as e:
         raise SpeedtraceError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def file_kind(mode: int) -> str:
+    """'a FIFO', 'a directory'... for a stat mode, in words."""
+    for test, words in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return words
+    return "not a regular file"
 
 
 def _gunzip(path: str, data: bytes) -> tuple[mmap.mmap, int]:
@@ -174,14 +199,14 @@ def _anonymous(size: int) -> mmap.mmap:
 # ---------------------------------------------------------------------------- top level
 
 
-def _split_top(path: str, buf) -> dict[str, msgspec.Raw]:
+def _split_top(path: str, buf, where: str) -> dict[str, msgspec.Raw]:
     try:
         top = _TOP.decode(buf)
     except msgspec.ValidationError:
         raise NotATraceError(f"{path}: not a trace (top level is not a JSON object)") from None
     except msgspec.DecodeError as e:
         what = "truncated JSON" if "truncated" in str(e) else "not valid JSON"
-        raise SpeedtraceError(f"{path}: {what} ({e})") from None
+        raise SpeedtraceError(f"{path}: {what} ({_rebase(str(e), 0, where)})") from None
     raw = top.get("traceEvents")
     if raw is None or not bytes(memoryview(raw)[:1]) == b"[":
         raise NotATraceError(f"{path}: not a trace (no traceEvents list)")
@@ -288,8 +313,10 @@ class _EventChunks:
     """
 
     def __init__(self, path: str, view: memoryview, start: int, close: bytes, chunk_bytes: int,
-                 on_bytes=None, release=None):
+                 on_bytes=None, release=None, base: int | None = 0, where: str = "of the file"):
         self.path, self.view, self.start, self.close = path, view, start, close
+        # Offset of view[0] in the file's JSON (None: unknown), and how to name that JSON.
+        self.base, self.where = base, where
         self.chunk_bytes, self.on_bytes, self.release = max(chunk_bytes, 1), on_bytes, release
         self.trailing: dict[str, msgspec.Raw] = {}
 
@@ -329,15 +356,26 @@ class _EventChunks:
             self.on_bytes(pos - self.start, len(self.view) - self.start)
 
     def _tail(self, pos: int) -> list[_Event]:
-        body = b"".join((b'{"traceEvents":[', self.view[pos:], self.close))
+        head = b'{"traceEvents":['
+        body = b"".join((head, self.view[pos:], self.close))
         try:
             top = _TOP.decode(body)
         except msgspec.DecodeError as e:
             what = "truncated JSON" if "truncated" in str(e) else "not valid JSON"
-            raise SpeedtraceError(f"{self.path}: {what} in or after traceEvents ({e})") from None
+            shift = None if self.base is None else self.base + pos - len(head)
+            raise SpeedtraceError(f"{self.path}: {what} in or after traceEvents "
+                                  f"({_rebase(str(e), shift, self.where)})") from None
         events = top.pop("traceEvents")
         self.trailing = top
         return _decode_chunk(events)
+
+
+def _rebase(text: str, shift: int | None, where: str) -> str:
+    """msgspec's "(byte N)", an offset into the buffer it decoded, as "(byte N + shift <where>)":
+    the offset in the file (or its decompressed JSON). Unchanged when the shift is unknown."""
+    if shift is None:
+        return text
+    return _ERROR_BYTE.sub(lambda m: f"(byte {int(m.group(1)) + shift} {where})", text)
 
 
 _RELEASE_STEP = 2 << 20
@@ -372,7 +410,7 @@ def _num(v, kind, default):
         return default
     try:
         x = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
     if not math.isfinite(x):
         return default
@@ -441,10 +479,23 @@ def _coerce(d) -> _Event:
         name=_name(d.get("name")),
         pid=ident("pid"),
         tid=ident("tid"),
-        ts=_num(d.get("ts"), float, _NAN),
-        dur=_num(d.get("dur"), float, 0.0),
+        ts=_time(d.get("ts")),
+        dur=_time(d.get("dur")),
         args=args,
     )
+
+
+def _time(v) -> float:
+    """A time only from a JSON number: NaN (excluded by the screen) for a string such as "10",
+    a boolean, null, a missing value, or a number beyond float64."""
+    if type(v) is float:
+        return v
+    if type(v) is int:
+        try:
+            return float(v)
+        except OverflowError:
+            return _NAN
+    return _NAN
 
 
 def _name(v) -> str:
@@ -461,7 +512,10 @@ def _real(v) -> float:
 
 
 def _prod(v) -> int:
-    return math.prod(v) if v else -1
+    if not v:
+        return -1
+    n = math.prod(v)
+    return n if -(2**63) <= n < 2**63 else -1
 
 
 _GET_ARGS, _GET_TS, _GET_DUR, _GET_PID, _GET_TID = map(attrgetter, ("args", "ts", "dur", "pid", "tid"))
@@ -505,9 +559,17 @@ class _Columns:
 
     def add(self, events: list[_Event]) -> None:
         kept = [e for e in events if e.ph == "X" and e.cat in _KEPT_CATS]
-        n = len(kept)
-        if not n:
+        if not kept:
             return
+        try:
+            self._add(kept)
+        except OverflowError:
+            # An integer beyond int64 (a pid of 2**70): rebuild the chunk's events the tolerant
+            # way, which reads such a value as missing, and write the same rows again.
+            self._add([_coerce(msgspec.to_builtins(e)) for e in kept])
+
+    def _add(self, kept: list[_Event]) -> None:
+        n = len(kept)
         lo, hi = self.n, self.n + n
         self._reserve(hi)
         cols = self.cols
@@ -578,21 +640,21 @@ class _Columns:
             col[lo + i] = len(table)
             table.append(extra)
 
-    def table(self) -> tuple[EventTable, float]:
-        """The table with ts made relative to its earliest event, and that origin (abs µs)."""
+    def table(self, path: str) -> tuple[EventTable, float, list[str]]:
+        """The table of the events the screen keeps, with ts made relative to the earliest; that
+        origin (abs µs); and the screen's warnings."""
         cols = self.cols
         for arr in cols.values():
             arr.resize(self.n, refcheck=False)
-        ts = cols["ts"]
-        keep = np.isfinite(ts)
-        if not keep.all():  # an event without a timestamp cannot be placed
+        keep, warnings = screen(cols, path, self.event_args)
+        if keep is not None:
             cols = {k: v[keep] for k, v in cols.items()}
-            ts = cols["ts"]
         del keep
+        ts = cols["ts"]
         origin = 0.0
         if len(ts):
             origin = _make_relative(ts)
-        return EventTable(**cols, names=list(self.names)), origin
+        return EventTable(**cols, names=list(self.names)), origin, warnings
 
 
 def _make_relative(ts: np.ndarray, block: int = 1 << 20) -> float:
@@ -635,22 +697,23 @@ def read_rank_trace(
     decoded so far and in all (for progress).
     """
     path = os.fspath(path)
-    buf, size = read_bytes(path)
+    buf, size, compressed = read_bytes(path)
+    where = "of the decompressed JSON" if compressed else "of the file"
     view = memoryview(buf)[:size]
     try:
         found = _find_events(view)
         if found is not None:
             top, start = found
-            close, events_view = b"", view
+            close, events_view, base = b"", view, 0
             release = _PageReleaser(buf) if hasattr(mmap, "MADV_DONTNEED") else None
         else:
-            top = _split_top(path, view)
+            top = _split_top(path, view, where)  # any JSON error is raised here, not below
             events_view = memoryview(top.pop("traceEvents"))
-            start, close, release = 0, b"}", None
+            start, close, release, base = 0, b"}", None, None
         events_bytes = len(events_view) - start
         columns = _Columns(events_bytes // _MIN_EVENT_BYTES + 1)
         chunks = _EventChunks(path, events_view, start, close, chunk_bytes or CHUNK_BYTES,
-                              on_bytes, release)
+                              on_bytes, release, base, where)
         for chunk in chunks:
             columns.add(chunk)
             del chunk
@@ -664,7 +727,7 @@ def read_rank_trace(
         except BufferError:  # a view is still alive (an error path): the mapping goes with it
             pass
         del view, buf
-    table, origin = columns.table()
+    table, origin, warnings = columns.table(path)
 
     dist = meta.pop("distributedInfo", None)
     dist = dist if isinstance(dist, dict) else None
@@ -685,4 +748,5 @@ def read_rank_trace(
         profile_memory=_as_flag(meta.get("profile_memory")),
         metadata=meta,
         event_args=columns.event_args,
+        warnings=warnings,
     )

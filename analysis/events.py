@@ -54,10 +54,11 @@ LAUNCH_CATS = (Cat.CUDA_RUNTIME, Cat.CUDA_DRIVER)
 # Column name -> dtype. The loader fills exactly these.
 COLUMNS: dict[str, type] = {
     "ts": np.float64,          # start, µs relative to origin_ts_us
-    "dur": np.float64,         # µs (0 when absent)
+    "dur": np.float64,         # µs, >= 0 (events without a numeric dur are excluded)
     "cat": np.uint8,           # Cat
     "name": np.int32,          # index into EventTable.names
-    "pid": np.int64,           # process id; for GPU events the device id. String pids -> -2
+    "pid": np.int64,           # process id; for GPU events the device id (>= 0). CPU events'
+                               # string pids -> -2 (GPU events without an integer pid are excluded)
     "tid": np.int64,           # thread id; for GPU events the stream. String tids -> -2
     "stream": np.int64,        # args.stream (-1)
     "correlation": np.int64,   # args.correlation (-1)
@@ -153,6 +154,9 @@ class RankTrace:
     # "pg_name", "pg_desc", "pg_ranks") and Kineto's CUDA-event wait links ("wait_on_stream",
     # "wait_on_record_corr"). Kept beside the table, so filtering rows keeps the indices valid.
     event_args: list[dict] = field(default_factory=list)
+    # What the loader found odd in this file and how it dealt with it (events it excluded...);
+    # ``load`` adds them to TraceSet.warnings.
+    warnings: list[str] = field(default_factory=list)
 
     def args_of(self, row: int) -> dict:
         """The extra args of an event row (empty when it has none)."""

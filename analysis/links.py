@@ -232,6 +232,26 @@ def _named_steps(ev: EventTable, mask: np.ndarray):
     return rows[n >= 0], n[n >= 0]
 
 
+def _repeated_steps(path: str, pids: np.ndarray, numbers: np.ndarray, most: int = 5) -> list[str]:
+    """A warning naming the step numbers that several CPU annotations of one process carry.
+
+    Each profiler step is annotated once, so a repeated number means two windows (another
+    profiler run in the same file, or a hand-made annotation) that the step totals merge.
+    Exact copies of one annotation are dropped by the loader before this.
+    """
+    if len(numbers) < 2:
+        return []
+    pairs, counts = np.unique(np.stack([pids, numbers], axis=1), axis=0, return_counts=True)
+    rep = counts > 1
+    if not rep.any():
+        return []
+    listed = [f"#{int(n)} ×{int(k)}" for (_, n), k in zip(pairs[rep], counts[rep])]
+    more = f" and {len(listed) - most} more" if len(listed) > most else ""
+    return [f"{path}: ProfilerStep numbers used by more than one annotation of a process "
+            f"({', '.join(listed[:most])}{more}): each such step counts the GPU activity of all "
+            "its windows, and its step_wall_us is the longest"]
+
+
 def _assign(t: np.ndarray, starts, ends, numbers) -> np.ndarray:
     """Step number of the window [start, end) containing each t (the latest-starting one)."""
     out = np.full(len(t), -1, dtype=np.int64)
@@ -265,7 +285,8 @@ def step_windows(rank: RankTrace, gpu_rows: np.ndarray, launch: np.ndarray, devi
         wall: dict[int, float | None] = {}
         for r, n in zip(rows.tolist(), numbers.tolist()):
             wall[n] = max(wall.get(n) or 0.0, float(ev.dur[r]))
-        return StepWindows("cpu_annotation", step_of, wall)
+        return StepWindows("cpu_annotation", step_of, wall,
+                           _repeated_steps(rank.path, ev.pid[rows], numbers))
 
     rows, numbers = _named_steps(ev, (ev.cat == Cat.GPU_USER_ANNOTATION) & (ev.pid == device_id))
     if len(rows):
