@@ -17,12 +17,12 @@ ANALYSIS = Path(__file__).resolve().parent.parent / "analysis"
 # Layer of every module of analysis/, in data-flow order. A new module must be placed here.
 LAYERS: dict[str, list[str]] = {
     "base": ["intervals", "fmt", "tables", "sections", "html_page", "select_backward", "events"],
-    "decode": ["decode", "load", "logparse"],
+    "decode": ["screen", "decode", "load", "logparse"],
     "timeline": ["links", "timeline", "gaps", "kernels", "host", "comm_queue", "collectives", "tracks"],
     "metrics": ["sums", "metrics", "noise", "kernel_match", "diff_verdict", "diff", "report", "runs",
                 "cross_rank", "hta"],
     "sections": ["report_sections", "diff_sections"],
-    "renderers": ["render", "render_html", "figures", "figures_timeline", "figures_summary", "figures_diff",
+    "renderers": ["render", "render_html", "html_figures", "figures", "figures_timeline", "figures_summary", "figures_diff",
                   "figures_geometry", "perfetto"],
 }
 ORDER = list(LAYERS)
