@@ -7,7 +7,7 @@ passed after ``Plotly.newPlot`` resolved (so WebGL has drawn); then a zoom (rela
 the range and back to all of it, the slower of the two until drawn). Also checks that hovering
 a kernel shows its name, and that the browser logged no error.
 
-    python benchmarks/bench_timeline.py speedtrace/samples/h200-record ../shared/data/...
+    python benchmarks/bench_timeline.py speedtrace/samples/h200-record speedtrace/samples/h100x8-normuon
     python benchmarks/bench_timeline.py run/ --steps 11-12 --rank 0 --out-dir /tmp/tl
 
 Prints one markdown table row per trace (the "Timeline scale" table of RESULTS.md).
