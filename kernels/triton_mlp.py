@@ -62,20 +62,24 @@ def _epilogue(acc, pre, FORWARD: tl.constexpr, INTERPRET: tl.constexpr, BF16: tl
     results equal the fp32 path's bit for bit, in fewer instructions. The interpreter always
     takes the fp32 path, whose bf16 rounding it gets right only through ``cast``.
     """
+    # Every return of a Triton function must have the same types, whichever branch a constexpr
+    # takes: two bf16 tiles (the backward's second one is unused).
     if BF16 and not INTERPRET:
         c = acc.to(tl.bfloat16)
         if FORWARD:
             r = tl.maximum(c, 0)
-            return c, r * r
+            post = (r * r).to(tl.bfloat16)
+            return c, post
         else:
-            return 2 * c * tl.where(pre > 0, pre, 0), c
+            grad = (2 * c * tl.where(pre > 0, pre, 0)).to(tl.bfloat16)
+            return grad, grad
     c = cast(acc, tl.bfloat16, INTERPRET).to(tl.float32)
     if FORWARD:
         r = tl.maximum(c, 0.0)
         return cast(c, tl.bfloat16, INTERPRET), cast(r * r, tl.bfloat16, INTERPRET)
     else:
-        grad = 2.0 * c * tl.maximum(pre.to(tl.float32), 0.0)
-        return cast(grad, tl.bfloat16, INTERPRET), c
+        grad = cast(2.0 * c * tl.maximum(pre.to(tl.float32), 0.0), tl.bfloat16, INTERPRET)
+        return grad, grad
 
 
 @triton.jit
