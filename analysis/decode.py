@@ -20,6 +20,7 @@ import math
 import mmap
 import os
 import re
+import stat
 import zlib
 from collections.abc import Callable
 from itertools import compress
@@ -29,11 +30,12 @@ import msgspec
 import numpy as np
 
 from speedtrace.analysis.events import CAT_BY_NAME, COLUMNS, Cat, DeviceInfo, EventTable, RankTrace
+from speedtrace.analysis.screen import screen
 from speedtrace.errors import SpeedtraceError
 
 # Bytes of the events array decoded at once; tests shrink it to exercise the cuts.
-# Small chunks keep the decoded structs (about 4x their JSON bytes) small and are no slower:
-# measured on 17-140 MB traces, 256 KB beat 8 MB in both time and peak memory.
+# Small chunks keep the decoded structs (about 4x their JSON bytes) small and cost no time:
+# on large traces they beat multi-megabyte chunks in both time and peak memory.
 CHUNK_BYTES = 256 << 10
 # Top-level values larger than this are not kept in RankTrace.metadata.
 METADATA_MAX_BYTES = 64 << 10
@@ -59,14 +61,26 @@ class _Args(msgspec.Struct, gc=False):
     correlation: int = -1
     external_id: int = msgspec.field(name="External id", default=-1)
     device: int = -1
-    grid: list[int] | None = None
-    block: list[int] | None = None
+    grid: tuple[int, ...] | None = None
+    block: tuple[int, ...] | None = None
     blocks_per_sm: float | str | None = msgspec.field(name="blocks per SM", default=None)
     occupancy_pct: float | str | None = msgspec.field(
         name="est. achieved occupancy %", default=None
     )
     registers: int = msgspec.field(name="registers per thread", default=-1)
     shared_memory: int = msgspec.field(name="shared memory", default=-1)
+    # Collective parameters (record_param_comms; older traces copy them onto the kernel).
+    collective: str | None = msgspec.field(name="Collective name", default=None)
+    dtype: str | None = None
+    in_nelems: int = msgspec.field(name="In msg nelems", default=-1)
+    out_nelems: int = msgspec.field(name="Out msg nelems", default=-1)
+    group_size: int = msgspec.field(name="Group size", default=-1)
+    pg_name: str | int | None = msgspec.field(name="Process Group Name", default=None)
+    pg_desc: str | None = msgspec.field(name="Process Group Description", default=None)
+    pg_ranks: str | list[int] | None = msgspec.field(name="Process Group Ranks", default=None)
+    # Kineto's CUDA-event wait links (cuda_sync "Stream Wait Event", newer traces).
+    wait_on_stream: int = -1
+    wait_on_record_corr: int = msgspec.field(name="wait_on_cuda_event_record_corr_id", default=-1)
 
 
 class _Event(msgspec.Struct, gc=False):
@@ -75,37 +89,60 @@ class _Event(msgspec.Struct, gc=False):
     name: str = ""
     pid: int | str = -1
     tid: int | str = -1
-    ts: float = _NAN
-    dur: float = 0.0
+    ts: float = _NAN  # NaN: missing (the screen excludes the event, metrics.md "Input")
+    dur: float = _NAN
     args: _Args = msgspec.field(default_factory=_Args)
 
 
-# strict=False: numbers written as strings ("12") are read as numbers.
-_TYPED = msgspec.json.Decoder(list[_Event], strict=False)
-_UNTYPED = msgspec.json.Decoder()
+# Strict: a chunk with a string where a number belongs ("dur": "10") fails here and is decoded
+# again by ``_coerce``, which reads such args as numbers but takes a time only from a number.
+_TYPED = msgspec.json.Decoder(list[_Event])
+# float_hook: a number beyond float64 (1e999) reads as inf, which the screen excludes, instead
+# of failing the whole file.
+_UNTYPED = msgspec.json.Decoder(float_hook=float)
 _TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 # ---------------------------------------------------------------------------- reading bytes
 
 
-def read_bytes(path: str) -> tuple[mmap.mmap, int]:
-    """The file's JSON bytes as a mapping, and their length: a plain file memory-mapped, a gzip
-    file decompressed into anonymous memory. The parser hands decoded pages of either back."""
+def read_bytes(path: str) -> tuple[mmap.mmap, int, bool]:
+    """The file's JSON bytes as a mapping, their length, and whether they were gzip-compressed:
+    a plain file memory-mapped, a gzip file decompressed into anonymous memory. The parser
+    hands decoded pages of either back. Anything but a regular file is refused."""
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO without a writer would otherwise wait forever; the mode
+        # is checked on the open descriptor, so nothing can swap the file in between.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise SpeedtraceError(f"{path}: not a regular file ({file_kind(mode)}); "
+                                      "give a trace file or a directory of them")
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
             magic = f.read(2)
             if magic == _GZIP_MAGIC:
                 f.seek(0)
-                return _gunzip(path, f.read())
+                return (*_gunzip(path, f.read()), True)
             size = os.fstat(f.fileno()).st_size
             if size == 0:
                 raise SpeedtraceError(f"{path}: empty file")
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), size
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), size, False
     except SpeedtraceError:
         raise
     except OSError as e:
         raise SpeedtraceError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def file_kind(mode: int) -> str:
+    """'a FIFO', 'a directory'... for a stat mode, in words."""
+    for test, words in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return words
+    return "not a regular file"
 
 
 def _gunzip(path: str, data: bytes) -> tuple[mmap.mmap, int]:
@@ -114,7 +151,7 @@ def _gunzip(path: str, data: bytes) -> tuple[mmap.mmap, int]:
     A mapping (not bytes) so that the parser can hand decoded pages back as it goes, which keeps
     the peak near the decompressed size. It is sized from the gzip trailer's length field (the
     last member's only, so it doubles when too small; pages never written cost nothing) and asks
-    for huge pages, which makes filling it about 30% faster.
+    for huge pages, which fill faster (fewer page faults).
     """
     hint = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
     out = _anonymous(max(min(hint, len(data) * 1032), len(data) * 4, 1 << 16))
@@ -162,14 +199,14 @@ def _anonymous(size: int) -> mmap.mmap:
 # ---------------------------------------------------------------------------- top level
 
 
-def _split_top(path: str, buf) -> dict[str, msgspec.Raw]:
+def _split_top(path: str, buf, where: str) -> dict[str, msgspec.Raw]:
     try:
         top = _TOP.decode(buf)
     except msgspec.ValidationError:
         raise NotATraceError(f"{path}: not a trace (top level is not a JSON object)") from None
     except msgspec.DecodeError as e:
         what = "truncated JSON" if "truncated" in str(e) else "not valid JSON"
-        raise SpeedtraceError(f"{path}: {what} ({e})") from None
+        raise SpeedtraceError(f"{path}: {what} ({_rebase(str(e), 0, where)})") from None
     raw = top.get("traceEvents")
     if raw is None or not bytes(memoryview(raw)[:1]) == b"[":
         raise NotATraceError(f"{path}: not a trace (no traceEvents list)")
@@ -276,8 +313,10 @@ class _EventChunks:
     """
 
     def __init__(self, path: str, view: memoryview, start: int, close: bytes, chunk_bytes: int,
-                 on_bytes=None, release=None):
+                 on_bytes=None, release=None, base: int | None = 0, where: str = "of the file"):
         self.path, self.view, self.start, self.close = path, view, start, close
+        # Offset of view[0] in the file's JSON (None: unknown), and how to name that JSON.
+        self.base, self.where = base, where
         self.chunk_bytes, self.on_bytes, self.release = max(chunk_bytes, 1), on_bytes, release
         self.trailing: dict[str, msgspec.Raw] = {}
 
@@ -317,15 +356,26 @@ class _EventChunks:
             self.on_bytes(pos - self.start, len(self.view) - self.start)
 
     def _tail(self, pos: int) -> list[_Event]:
-        body = b"".join((b'{"traceEvents":[', self.view[pos:], self.close))
+        head = b'{"traceEvents":['
+        body = b"".join((head, self.view[pos:], self.close))
         try:
             top = _TOP.decode(body)
         except msgspec.DecodeError as e:
             what = "truncated JSON" if "truncated" in str(e) else "not valid JSON"
-            raise SpeedtraceError(f"{self.path}: {what} in or after traceEvents ({e})") from None
+            shift = None if self.base is None else self.base + pos - len(head)
+            raise SpeedtraceError(f"{self.path}: {what} in or after traceEvents "
+                                  f"({_rebase(str(e), shift, self.where)})") from None
         events = top.pop("traceEvents")
         self.trailing = top
         return _decode_chunk(events)
+
+
+def _rebase(text: str, shift: int | None, where: str) -> str:
+    """msgspec's "(byte N)", an offset into the buffer it decoded, as "(byte N + shift <where>)":
+    the offset in the file (or its decompressed JSON). Unchanged when the shift is unknown."""
+    if shift is None:
+        return text
+    return _ERROR_BYTE.sub(lambda m: f"(byte {int(m.group(1)) + shift} {where})", text)
 
 
 _RELEASE_STEP = 2 << 20
@@ -360,7 +410,7 @@ def _num(v, kind, default):
         return default
     try:
         x = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
     if not math.isfinite(x):
         return default
@@ -374,8 +424,12 @@ def _num(v, kind, default):
 
 def _dims(v):
     if isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-        return v
+        return tuple(v)
     return None
+
+
+def _text(v):
+    return v if isinstance(v, str) else None
 
 
 def _coerce(d) -> _Event:
@@ -397,6 +451,16 @@ def _coerce(d) -> _Event:
         occupancy_pct=_num(occ, float, None),
         registers=_num(a.get("registers per thread"), int, -1),
         shared_memory=_num(a.get("shared memory"), int, -1),
+        collective=_text(a.get("Collective name")),
+        dtype=_text(a.get("dtype")),
+        in_nelems=_num(a.get("In msg nelems"), int, -1),
+        out_nelems=_num(a.get("Out msg nelems"), int, -1),
+        group_size=_num(a.get("Group size"), int, -1),
+        pg_name=_text(a.get("Process Group Name")) or _num(a.get("Process Group Name"), int, None),
+        pg_desc=_text(a.get("Process Group Description")),
+        pg_ranks=_text(a.get("Process Group Ranks")) or _dims(a.get("Process Group Ranks")),
+        wait_on_stream=_num(a.get("wait_on_stream"), int, -1),
+        wait_on_record_corr=_num(a.get("wait_on_cuda_event_record_corr_id"), int, -1),
     )
 
     def text(k):
@@ -415,10 +479,23 @@ def _coerce(d) -> _Event:
         name=_name(d.get("name")),
         pid=ident("pid"),
         tid=ident("tid"),
-        ts=_num(d.get("ts"), float, _NAN),
-        dur=_num(d.get("dur"), float, 0.0),
+        ts=_time(d.get("ts")),
+        dur=_time(d.get("dur")),
         args=args,
     )
+
+
+def _time(v) -> float:
+    """A time only from a JSON number: NaN (excluded by the screen) for a string such as "10",
+    a boolean, null, a missing value, or a number beyond float64."""
+    if type(v) is float:
+        return v
+    if type(v) is int:
+        try:
+            return float(v)
+        except OverflowError:
+            return _NAN
+    return _NAN
 
 
 def _name(v) -> str:
@@ -435,13 +512,18 @@ def _real(v) -> float:
 
 
 def _prod(v) -> int:
-    return math.prod(v) if v else -1
+    if not v:
+        return -1
+    n = math.prod(v)
+    return n if -(2**63) <= n < 2**63 else -1
 
 
 _GET_ARGS, _GET_TS, _GET_DUR, _GET_PID, _GET_TID = map(attrgetter, ("args", "ts", "dur", "pid", "tid"))
 _GET_STREAM, _GET_CORRELATION, _GET_EXTERNAL_ID, _GET_DEVICE, _GET_REGISTERS, _GET_SHARED_MEMORY = map(
     attrgetter, ("stream", "correlation", "external_id", "device", "registers", "shared_memory")
 )
+_GET_GRID, _GET_BLOCK, _GET_COLLECTIVE, _GET_WAIT_RECORD, _GET_WAIT_STREAM = map(
+    attrgetter, ("grid", "block", "collective", "wait_on_record_corr", "wait_on_stream"))
 _KERNEL = int(Cat.KERNEL)
 _MISSING = {"grid_blocks": -1, "block_threads": -1, "blocks_per_sm": _NAN, "occupancy_pct": _NAN,
             "registers": -1, "shared_memory": -1}
@@ -465,6 +547,9 @@ class _Columns:
         self.cols = {k: np.empty(cap, dtype) for k, dtype in COLUMNS.items()}
         self.n = 0
         self.names: dict[str, int] = {}
+        # (grid, block) -> its index in event_args; a kernel without dimensions points nowhere.
+        self.configs: dict[tuple, int] = {(None, None): -1}
+        self.event_args: list[dict] = []
 
     def _reserve(self, n: int) -> None:
         cap = len(self.cols["ts"])
@@ -474,9 +559,17 @@ class _Columns:
 
     def add(self, events: list[_Event]) -> None:
         kept = [e for e in events if e.ph == "X" and e.cat in _KEPT_CATS]
-        n = len(kept)
-        if not n:
+        if not kept:
             return
+        try:
+            self._add(kept)
+        except OverflowError:
+            # An integer beyond int64 (a pid of 2**70): rebuild the chunk's events the tolerant
+            # way, which reads such a value as missing, and write the same rows again.
+            self._add([_coerce(msgspec.to_builtins(e)) for e in kept])
+
+    def _add(self, kept: list[_Event]) -> None:
+        n = len(kept)
         lo, hi = self.n, self.n + n
         self._reserve(hi)
         cols = self.cols
@@ -516,23 +609,52 @@ class _Columns:
             put("occupancy_pct", [_real(a.occupancy_pct) for a in kargs], rows, k)
             put("registers", map(_GET_REGISTERS, kargs), rows, k)
             put("shared_memory", map(_GET_SHARED_MEMORY, kargs), rows, k)
+        self._add_extra(args, kargs, rows, lo, hi)
         self.n = hi
 
-    def table(self) -> tuple[EventTable, float]:
-        """The table with ts made relative to its earliest event, and that origin (abs µs)."""
+    def _add_extra(self, args: list[_Args], kargs: list[_Args], krows: np.ndarray, lo: int, hi: int) -> None:
+        """Fill the ``extra`` column: launch dimensions of kernels (one shared dict per
+        configuration), collective parameters and wait links of the few events that have them."""
+        col = self.cols["extra"]
+        col[lo:hi] = -1
+        shared, table = self.configs, self.event_args
+        if kargs:
+            keys = list(zip(map(_GET_GRID, kargs), map(_GET_BLOCK, kargs)))
+            for key in set(keys).difference(shared):
+                shared[key] = len(table)
+                table.append({"grid": key[0], "block": key[1]})
+            col[krows] = np.fromiter(map(shared.__getitem__, keys), np.int32, count=len(keys))
+        marked = [i for i, (c, w, s) in enumerate(zip(map(_GET_COLLECTIVE, args), map(_GET_WAIT_RECORD, args),
+                                                       map(_GET_WAIT_STREAM, args)))
+                  if c is not None or w >= 0 or s >= 0]
+        for i in marked:
+            a = args[i]
+            extra = {"collective": a.collective, "dtype": a.dtype, "in_nelems": a.in_nelems,
+                     "out_nelems": a.out_nelems, "group_size": a.group_size, "pg_name": a.pg_name,
+                     "pg_desc": a.pg_desc, "pg_ranks": a.pg_ranks, "wait_on_stream": a.wait_on_stream,
+                     "wait_on_record_corr": a.wait_on_record_corr}
+            extra = {k: v for k, v in extra.items() if v is not None and v != -1}
+            k = int(col[lo + i])
+            if k >= 0:  # a kernel with collective args: its dimensions too
+                extra = {**table[k], **extra}
+            col[lo + i] = len(table)
+            table.append(extra)
+
+    def table(self, path: str) -> tuple[EventTable, float, list[str]]:
+        """The table of the events the screen keeps, with ts made relative to the earliest; that
+        origin (abs µs); and the screen's warnings."""
         cols = self.cols
         for arr in cols.values():
             arr.resize(self.n, refcheck=False)
-        ts = cols["ts"]
-        keep = np.isfinite(ts)
-        if not keep.all():  # an event without a timestamp cannot be placed
+        keep, warnings = screen(cols, path, self.event_args)
+        if keep is not None:
             cols = {k: v[keep] for k, v in cols.items()}
-            ts = cols["ts"]
         del keep
+        ts = cols["ts"]
         origin = 0.0
         if len(ts):
             origin = _make_relative(ts)
-        return EventTable(**cols, names=list(self.names)), origin
+        return EventTable(**cols, names=list(self.names)), origin, warnings
 
 
 def _make_relative(ts: np.ndarray, block: int = 1 << 20) -> float:
@@ -575,22 +697,23 @@ def read_rank_trace(
     decoded so far and in all (for progress).
     """
     path = os.fspath(path)
-    buf, size = read_bytes(path)
+    buf, size, compressed = read_bytes(path)
+    where = "of the decompressed JSON" if compressed else "of the file"
     view = memoryview(buf)[:size]
     try:
         found = _find_events(view)
         if found is not None:
             top, start = found
-            close, events_view = b"", view
+            close, events_view, base = b"", view, 0
             release = _PageReleaser(buf) if hasattr(mmap, "MADV_DONTNEED") else None
         else:
-            top = _split_top(path, view)
+            top = _split_top(path, view, where)  # any JSON error is raised here, not below
             events_view = memoryview(top.pop("traceEvents"))
-            start, close, release = 0, b"}", None
+            start, close, release, base = 0, b"}", None, None
         events_bytes = len(events_view) - start
         columns = _Columns(events_bytes // _MIN_EVENT_BYTES + 1)
         chunks = _EventChunks(path, events_view, start, close, chunk_bytes or CHUNK_BYTES,
-                              on_bytes, release)
+                              on_bytes, release, base, where)
         for chunk in chunks:
             columns.add(chunk)
             del chunk
@@ -604,7 +727,7 @@ def read_rank_trace(
         except BufferError:  # a view is still alive (an error path): the mapping goes with it
             pass
         del view, buf
-    table, origin = columns.table()
+    table, origin, warnings = columns.table(path)
 
     dist = meta.pop("distributedInfo", None)
     dist = dist if isinstance(dist, dict) else None
@@ -624,4 +747,6 @@ def read_rank_trace(
         with_stack=_as_flag(meta.get("with_stack")),
         profile_memory=_as_flag(meta.get("profile_memory")),
         metadata=meta,
+        event_args=columns.event_args,
+        warnings=warnings,
     )

@@ -4,46 +4,45 @@
 ``speedtrace.diff/1`` document; ``speedtrace.analysis.diff_render`` prints it as text or
 markdown. The steps:
 
-1. Per (rank, device) and side, ``device_side`` gathers the totals of the whole trace and of
-   each step with GPU activity (from ``metrics.device_report``), and per kernel key and per gap
-   group (kind, phase) a count and µs, per step and whole.
+1. Per (rank, device) and side, ``metrics.device_metrics`` gives the ``Sums`` of the whole
+   trace and of each step with GPU activity, and per kernel key and per gap group (kind,
+   phase) a count and µs, per step and whole: the diff never rebuilds a timeline.
 2. The basis is ``per_step`` when every entry of both sides has steps, else ``whole_trace``.
    Per step, an entry's value is the mean over its steps; a side's is the mean over its entries.
 3. Kernels are matched by key, then renamed Inductor kernels and absorbed eager kernels are
    paired (``kernel_match``); gap groups are compared by (kind, phase).
-4. Every change is tested against the per-step noise (``significance``); the verdict names only
+4. Every change is tested against the per-step noise (``noise.significance``); the verdict names only
    those that pass, after a warning when the sides were profiled differently.
 
 Choices where metrics.md leaves room:
-- Percentages over several steps or ranks are ratios of summed parts: overlap over comm; the
-  SM-efficiency integral (est · span / 100) over span; for occupancy, Σ occ·dur over Σ dur of
-  the compute kernels that carry it, summed from the timeline (the totals give only the ratio).
+- Percentages over several steps or ranks are ratios of pooled parts (``sums.ratios``): overlap
+  over comm; the SM-busy integral over span; for occupancy, Σ occ·dur over Σ dur of the compute
+  kernels that carry it.
 - Kernel and gap counts and µs are per step per rank on the per_step basis (the mean over a
   rank's steps, then over ranks), per trace per rank otherwise; ``units`` says which.
-- Per-step gaps are those inside the step's own GPU span, as for the step's ``idle_us``. Gap
-  groups name Inductor's compiled-graph phases without their hash (``phase_group``).
+- Per-step gaps are those inside the step's own GPU span (``metrics.phase_group`` names them).
 - An eager kernel's launching aten op is the innermost ``aten::`` CPU op around its launch.
   Besides renamed kernels (whose new ops are the ops their old name lacked), a Triton kernel
   that is new altogether can absorb an eager kernel (all its ops are new).
-- Without a per-step spread (whole-trace basis, or one step per side) a change is named when it
-  exceeds ``NO_SPREAD_REL`` of the larger side.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from speedtrace.analysis import fmt
 from speedtrace.analysis import kernel_match as km
+from speedtrace.analysis import sums as sm
+from speedtrace.analysis.diff_verdict import verdict
 from speedtrace.analysis.events import Cat, TraceSet
-from speedtrace.analysis.gaps import gap_table
-from speedtrace.analysis.kernels import kernel_key
-from speedtrace.analysis.metrics import TOTAL_KEYS, device_report
-from speedtrace.analysis.timeline import device_timeline
+from speedtrace.analysis.kernels import display_keys
+from speedtrace.analysis.metrics import DeviceMetrics, device_metrics
+from speedtrace.analysis.noise import significance
+from speedtrace.analysis.sums import TOTAL_KEYS, Sums
 from speedtrace.errors import SpeedtraceError
+from speedtrace.profiling import runinfo
 
 SCHEMA = "speedtrace.diff/1"
 
@@ -53,154 +52,33 @@ SAME_REL = 0.03
 # Gap groups change when they move by more than 20% and more than 5 µs per step.
 GAP_CHANGE_REL = 0.20
 GAP_CHANGE_US = 5.0
-# Noise: a change counts when it exceeds twice the pooled per-step spread and, with at least
-# three steps a side, Welch's test (two-sided) gives p < 0.05.
-NOISE_SPREADS = 2.0
-WELCH_MIN_STEPS = 3
-WELCH_ALPHA = 0.05
-NO_SPREAD_REL = 0.02
+# GPU time outside the steps above this share of a side's busy time is named in a warning.
+OUTSIDE_STEPS_SHARE = 0.05
 # Profiling modes differ when dilation differs by more than this.
 DILATION_TOLERANCE = 0.03
 _DILATING_OPTIONS = ("record_shapes", "with_stack", "profile_memory")
 
-# Ratios and the parts they are recomputed from when steps or ranks are pooled.
-# key: (numerator, denominator, scale)
-PCT_PARTS = {
-    "comp_comm_overlap_pct": ("overlap_us", "comm_us", 100.0),
-    "est_sm_efficiency_pct": ("_sm_busy_us", "span_us", 100.0),
-    "achieved_occupancy_pct": ("_occ_weighted", "_occ_weight", 1.0),
-}
-_AUX = ("_sm_busy_us", "_occ_weighted", "_occ_weight")
-_COMPILED_GRAPH = re.compile(r"^## Call CompiledFxGraph \S+ ##$")
-
-
-@dataclass
-class DeviceSide:
-    """The numbers of one (rank, device) of one side. Dict keys with step None are whole-trace."""
-
-    rank: int
-    device_id: int
-    step_source: str
-    steps: list[int]                                   # steps with GPU activity
-    whole: dict                                        # totals plus the _AUX parts
-    by_step: dict[int, dict]
-    kernels: dict[tuple[str, int | None], tuple[int, float]] = field(default_factory=dict)
-    kernel_class: dict[str, str] = field(default_factory=dict)
-    launch_ops: dict[str, set[str]] = field(default_factory=dict)  # kernel key -> aten ops
-    phases: dict[str, set] = field(default_factory=dict)  # kernel key -> phases of its launches
-    # ((kind, phase), step) -> (count, µs) of the gaps of at least min_gap_us
-    gaps: dict[tuple[tuple[str, str | None], int | None], tuple[int, float]] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- extraction
-
-
-def _occupancy_parts(tl, sel: np.ndarray) -> tuple[float, float]:
-    """(Σ occ·dur, Σ dur) over the selected compute kernels that carry an occupancy."""
-    occ = tl.rank.events.occupancy_pct[tl.rows[sel]]
-    dur = (tl.end - tl.start)[sel]
-    has = tl.is_compute[sel] & ~np.isnan(occ)
-    return float(np.sum(occ[has] * dur[has])), float(dur[has].sum())
-
-
-def _with_parts(totals: dict, occ: tuple[float, float]) -> dict:
-    out = {k: totals.get(k) for k in TOTAL_KEYS}
-    est, span = totals.get("est_sm_efficiency_pct"), totals.get("span_us") or 0.0
-    out["_sm_busy_us"] = est * span / 100.0 if est is not None else 0.0
-    out["_occ_weighted"], out["_occ_weight"] = occ
-    return out
-
-
-def _key_index(ev, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """The distinct kernel keys of the events ``rows``, and each event's index into them."""
-    codes, inverse = np.unique(ev.name[rows], return_inverse=True)
-    keys = sorted({kernel_key(ev.names[c]) for c in codes})
-    position = {k: i for i, k in enumerate(keys)}
-    key_of_code = np.array([position[kernel_key(ev.names[c])] for c in codes], dtype=np.int64)
-    return keys, key_of_code[inverse].reshape(-1)
-
-
-def _count_and_us(keys: list[str], idx: np.ndarray, dur: np.ndarray, mask: np.ndarray) -> dict:
-    n = np.bincount(idx[mask], minlength=len(keys))
-    us = np.bincount(idx[mask], weights=dur[mask], minlength=len(keys))
-    return {keys[i]: (int(n[i]), float(us[i])) for i in np.flatnonzero(n)}
-
-
-def device_side(rank_trace, device_id: int, run: dict | None = None, *,
-                min_gap_us: float = 5.0) -> DeviceSide:
-    """The diff's raw numbers for one (rank, device): see ``DeviceSide``."""
-    rep = device_report(rank_trace, device_id, run, min_gap_us=min_gap_us, top=0)
-    tl = device_timeline(rank_trace, device_id, run)
-    step_of = tl.steps.step_of
-    steps = [s["step"] for s in rep["steps"] if _has_activity(s["totals"])]
-    everything = np.ones(len(tl.rows), dtype=bool)
-    whole = _with_parts(rep["totals"], _occupancy_parts(tl, everything))
-    by_step = {s["step"]: _with_parts(s["totals"], _occupancy_parts(tl, step_of == s["step"]))
-               for s in rep["steps"] if s["step"] in steps}
-    side = DeviceSide(rank_trace.rank, device_id, rep["step_source"], steps, whole, by_step)
-
-    ev = rank_trace.events
-    keys, idx = _key_index(ev, tl.rows)
-    dur = tl.end - tl.start
-    for step, sel in [(None, everything)] + [(s, step_of == s) for s in steps]:
-        for k, value in _count_and_us(keys, idx, dur, sel).items():
-            side.kernels[(k, step)] = value
-    # A key is one class in practice; comm, then memory, win ties (as in the kernel table).
-    rank_of_class = np.where(tl.is_comm, 2, np.where(tl.is_compute, 0, 1))
-    best = np.zeros(len(keys), dtype=np.int64)
-    np.maximum.at(best, idx, rank_of_class)
-    side.kernel_class = {k: ("compute", "memory", "comm")[c] for k, c in zip(keys, best)}
-    has_op = tl.cpu_op >= 0
-    pairs = np.unique(np.stack([idx[has_op], ev.name[tl.cpu_op[has_op]]]), axis=1)
-    for i, code in pairs.T.tolist():
-        op = ev.names[code]
-        if op.startswith("aten::"):
-            side.launch_ops.setdefault(keys[i], set()).add(op)
-    phase_code = np.where(tl.phase >= 0, ev.name[np.maximum(tl.phase, 0)], -1)
-    for i, code in np.unique(np.stack([idx, phase_code]), axis=1).T.tolist():
-        side.phases.setdefault(keys[i], set()).add(ev.names[code] if code >= 0 else None)
-
-    for step, sel in [(None, everything)] + [(s, step_of == s) for s in steps]:
-        found, _ = gap_table(tl, sel, min_gap_us=min_gap_us, top=None)
-        for g in found:
-            key = ((g["kind"], phase_group(g["phase"])), step)
-            n, us = side.gaps.get(key, (0, 0.0))
-            side.gaps[key] = (n + 1, us + g["dur_us"])
-    return side
-
-
-def phase_group(phase: str | None) -> str | None:
-    """The phase a gap is grouped under: Inductor's ``## Call CompiledFxGraph <hash> ##`` without
-    the hash, which changes whenever the compiled code does (so a before/after pair would show
-    every group of a compiled graph as disappeared and appeared again)."""
-    if phase is None:
-        return None
-    return _COMPILED_GRAPH.sub("## Call CompiledFxGraph ##", phase)
-
-
-def _has_activity(totals: dict) -> bool:
-    return bool((totals.get("span_us") or 0) > 0 or totals.get("kernel_count"))
 
 
 @dataclass
 class Side:
-    """One side of the diff: its trace set and one ``DeviceSide`` per (rank, device)."""
+    """One side of the diff: its trace set and the ``DeviceMetrics`` of each (rank, device)."""
 
     trace_set: TraceSet
-    entries: list[DeviceSide]
+    entries: list[DeviceMetrics]
 
     @property
     def has_steps(self) -> bool:
-        return all(e.steps for e in self.entries)
+        return all(e.active_steps() for e in self.entries)
 
     @property
     def steps(self) -> list[int]:
-        return sorted({s for e in self.entries for s in e.steps})
+        return sorted({s for e in self.entries for s in e.active_steps()})
 
 
 def load_side(trace_set: TraceSet, *, min_gap_us: float = 5.0) -> Side:
-    """``device_side`` for every (rank, device) with GPU activity; SpeedtraceError when none has."""
-    entries = [device_side(rt, d, trace_set.run, min_gap_us=min_gap_us)
+    """``device_metrics`` for every (rank, device) with GPU activity; SpeedtraceError when none has."""
+    entries = [device_metrics(rt, d, trace_set.run, min_gap_us=min_gap_us, top=0, gap_groups=True)
                for rt in trace_set.ranks for d in rt.gpu_devices()]
     if not entries:
         raise SpeedtraceError(f"{trace_set.path}: no GPU activity (kernel, memcpy, memset) to compare")
@@ -210,36 +88,32 @@ def load_side(trace_set: TraceSet, *, min_gap_us: float = 5.0) -> Side:
 # ----------------------------------------------------------------------------- pooling
 
 
-def pool(rows: list[dict]) -> dict:
-    """Totals pooled over steps or ranks: the mean of each value (nulls left out), and each
-    percentage recomputed from the means of its parts (``PCT_PARTS``)."""
-    out: dict = {}
-    for k in (*TOTAL_KEYS, *_AUX):
-        if k in PCT_PARTS:
-            continue
-        known = [r[k] for r in rows if r.get(k) is not None]
-        out[k] = math.fsum(known) / len(known) if known else None
-    for k, (num, den, scale) in PCT_PARTS.items():
-        n, d = out.get(num), out.get(den)
-        out[k] = scale * n / d if n is not None and d else None
+def _step_sums(e: DeviceMetrics) -> dict[int, Sums]:
+    return {st.step: st.sums for st in e.steps}
+
+
+def _entry_sums(e: DeviceMetrics, per_step: bool) -> Sums:
+    """An entry's sums: the mean over its active steps, or its whole trace."""
+    if not per_step:
+        return e.whole
+    by_step = _step_sums(e)
+    return sm.mean([by_step[s] for s in e.active_steps()])
+
+
+def _steps_pooled(side: Side) -> list[Sums]:
+    """Per step number (ascending), the sums pooled over the entries that have that step."""
+    out = []
+    for s in side.steps:
+        out.append(sm.mean([_step_sums(e)[s] for e in side.entries if s in e.active_steps()]))
     return out
 
 
-def _entry_totals(e: DeviceSide, per_step: bool) -> dict:
-    return pool([e.by_step[s] for s in e.steps]) if per_step else e.whole
-
-
-def _step_totals(side: Side) -> list[dict]:
-    """Per step number (ascending), the totals pooled over the entries that have that step."""
-    return [pool([e.by_step[s] for e in side.entries if s in e.by_step]) for s in side.steps]
-
-
 def _tally(side: Side, attr: str, per_step: bool) -> dict:
-    """item -> (count, µs) of a ``DeviceSide`` table (kernels or gaps): per step per rank, or
-    per trace per rank; an item an entry lacks counts 0 there."""
+    """item -> (count, µs) of a ``DeviceMetrics`` table (``kernel_sums`` or ``gap_groups``): per
+    step per rank, or per trace per rank; an item an entry lacks counts 0 there."""
     sums: dict = {}
     for e in side.entries:
-        weight = 1.0 / len(e.steps) if per_step else 1.0
+        weight = 1.0 / len(e.active_steps()) if per_step else 1.0
         for (item, step), (n, us) in getattr(e, attr).items():
             if (step is None) == per_step:
                 continue
@@ -253,7 +127,7 @@ def _phases_of(side) -> dict[str, set]:
     """Kernel key -> the phases its launches ran in, over all ranks of one side."""
     out: dict[str, set] = {}
     for e in side.entries:
-        for k, phases in e.phases.items():
+        for k, phases in e.kernel_phases.items():
             out.setdefault(k, set()).update(phases)
     return out
 
@@ -263,60 +137,11 @@ def _tally_by_step(side: Side, attr: str) -> dict:
     steps = side.steps
     out: dict = {}
     for j, s in enumerate(steps):
-        having = [e for e in side.entries if s in e.by_step]
+        having = [e for e in side.entries if s in e.active_steps()]
         for e in having:
             for (item, step), (_, us) in getattr(e, attr).items():
                 if step == s:
                     out.setdefault(item, [0.0] * len(steps))[j] += us / len(having)
-    return out
-
-
-# ----------------------------------------------------------------------------- noise
-
-
-def _welch_two_sided(before: list[float], after: list[float]) -> float | None:
-    from speedtrace.analysis.runs import time_p_value
-
-    fell, rose = time_p_value(after, before), time_p_value(before, after)
-    if fell is None or rose is None:
-        return None
-    return min(1.0, 2.0 * min(fell, rose))
-
-
-def pooled_spread(before: list[float], after: list[float]) -> float | None:
-    """The pooled sample standard deviation of two per-step series (None with fewer than
-    three values in all, or an empty side)."""
-    n1, n2 = len(before), len(after)
-    if n1 == 0 or n2 == 0 or n1 + n2 < 3:
-        return None
-    ss = sum((x - np.mean(before)) ** 2 for x in before) + sum((x - np.mean(after)) ** 2 for x in after)
-    return float(math.sqrt(ss / (n1 + n2 - 2)))
-
-
-def significance(before: list[float], after: list[float], b: float | None, a: float | None) -> dict:
-    """Whether the change from ``b`` to ``a`` exceeds the per-step noise: {"spread", "p", "significant"}.
-
-    ``before``/``after`` are the per-step values (empty on the whole-trace basis), ``b`` and
-    ``a`` the values compared. A change is significant when it exceeds ``NOISE_SPREADS`` pooled
-    spreads (``NO_SPREAD_REL`` of the larger value when there is no spread) and, with at least
-    ``WELCH_MIN_STEPS`` steps a side, Welch's two-sided test gives p < ``WELCH_ALPHA`` (a
-    difference between two constant series needs no test).
-    """
-    spread = pooled_spread(before, after)
-    out = {"spread": spread, "p": None, "significant": False}
-    if b is None or a is None:
-        return out
-    delta = abs(a - b)
-    if delta <= 1e-9 * max(1.0, abs(a), abs(b)):
-        return out
-    if spread is None:
-        out["significant"] = delta > NO_SPREAD_REL * max(abs(a), abs(b))
-        return out
-    out["significant"] = delta > NOISE_SPREADS * spread
-    if out["significant"] and len(before) >= WELCH_MIN_STEPS and len(after) >= WELCH_MIN_STEPS:
-        out["p"] = _welch_two_sided(before, after)
-        if out["p"] is not None:
-            out["significant"] = out["p"] < WELCH_ALPHA
     return out
 
 
@@ -331,10 +156,10 @@ def _change(b: float | None, a: float | None) -> dict:
 
 def compare_metrics(before: Side, after: Side, per_step: bool) -> dict:
     """Every totals key: before, after, delta, delta_pct and its significance."""
-    tb = pool([_entry_totals(e, per_step) for e in before.entries])
-    ta = pool([_entry_totals(e, per_step) for e in after.entries])
-    sb = _step_totals(before) if per_step else []
-    sa = _step_totals(after) if per_step else []
+    tb = sm.totals(sm.mean([_entry_sums(e, per_step) for e in before.entries]))
+    ta = sm.totals(sm.mean([_entry_sums(e, per_step) for e in after.entries]))
+    sb = [sm.totals(x) for x in _steps_pooled(before)] if per_step else []
+    sa = [sm.totals(x) for x in _steps_pooled(after)] if per_step else []
     out = {}
     for k in TOTAL_KEYS:
         series_b = [r[k] for r in sb if r[k] is not None]
@@ -350,11 +175,11 @@ def compare_ranks(before: Side, after: Side, per_step: bool) -> list[dict]:
     out = []
     for key in sorted(by_b.keys() | by_a.keys()):
         eb, ea = by_b.get(key), by_a.get(key)
-        tb = _entry_totals(eb, per_step) if eb else {}
-        ta = _entry_totals(ea, per_step) if ea else {}
+        tb = sm.totals(_entry_sums(eb, per_step)) if eb else {}
+        ta = sm.totals(_entry_sums(ea, per_step)) if ea else {}
         out.append({"rank": key[0], "device_id": key[1],
-                    "before_steps": len(eb.steps) if eb else None,
-                    "after_steps": len(ea.steps) if ea else None,
+                    "before_steps": len(eb.active_steps()) if eb else None,
+                    "after_steps": len(ea.active_steps()) if ea else None,
                     "metrics": {k: _change(tb.get(k), ta.get(k)) for k in TOTAL_KEYS}})
     return out
 
@@ -369,9 +194,9 @@ def kernel_status(before_count: float, after_count: float, before_us: float, aft
 
 def compare_kernels(before: Side, after: Side, per_step: bool) -> list[dict]:
     """The kernel entries of the diff, largest |Δµs| first (see the module docstring)."""
-    tb, ta = _tally(before, "kernels", per_step), _tally(after, "kernels", per_step)
-    series_b = _tally_by_step(before, "kernels") if per_step else {}
-    series_a = _tally_by_step(after, "kernels") if per_step else {}
+    tb, ta = _tally(before, "kernel_sums", per_step), _tally(after, "kernel_sums", per_step)
+    series_b = _tally_by_step(before, "kernel_sums") if per_step else {}
+    series_a = _tally_by_step(after, "kernel_sums") if per_step else {}
     zeros_b, zeros_a = [0.0] * len(before.steps), [0.0] * len(after.steps)
     if not per_step:
         zeros_b = zeros_a = []
@@ -421,8 +246,97 @@ def compare_kernels(before: Side, after: Side, per_step: bool) -> list[dict]:
                  "launch_ops": sorted(launch_ops.get(key, ())) if key in eager_removed else None}
         entry.update(significance(series_b.get(source, zeros_b), series_a.get(key, zeros_a), bu, au))
         out.append(entry)
+    # Keys carry the launch configuration; it is shown only for names that have several.
+    shown = display_keys(tb.keys() | ta.keys())
+    for entry in out:
+        entry["key"] = shown[entry["key"]]
+        entry["matched_from"] = shown.get(entry["matched_from"])
+        entry["absorbed"] = sorted(shown[k] for k in entry["absorbed"])
+        entry["absorbed_into"] = shown.get(entry["absorbed_into"])
     out.sort(key=lambda r: (-abs(r["delta_us"]), r["key"]))
     return out
+
+
+# What the diff sums per collective kind, and the row field each comes from (None: a count).
+_COLLECTIVE_SUMS = {"count": None, "bytes": "bytes", "us": "dur_us", "exposed_us": "exposed_us"}
+
+
+def _no_collectives() -> dict:
+    return dict.fromkeys(_COLLECTIVE_SUMS, 0.0)
+
+
+def _collective_tally(side: Side, per_step: bool) -> dict[str, dict]:
+    """kind -> {count, bytes, us, exposed_us}: per step per rank (the collectives of active
+    steps, over the entry's steps, then the mean over entries) or per trace per rank."""
+    out: dict[str, dict] = {}
+    for e in side.entries:
+        active = set(e.active_steps())
+        weight = 1.0 / len(active) if per_step and active else 1.0
+        for r in e.collectives:
+            if per_step and r["step"] not in active:
+                continue
+            t = out.setdefault(r["kind"], _no_collectives())
+            for k, source in _COLLECTIVE_SUMS.items():
+                t[k] += weight * (1.0 if source is None else (r[source] or 0.0))
+    n = len(side.entries)
+    return {kind: {k: v / n for k, v in t.items()} for kind, t in out.items()}
+
+
+def _sides(b: dict, a: dict) -> dict:
+    """before_* and after_* of two tallies (counts as ints when whole)."""
+    out = {}
+    for prefix, t in (("before", b), ("after", a)):
+        for k in _COLLECTIVE_SUMS:
+            out[f"{prefix}_{k}"] = _count(t[k]) if k == "count" else t[k]
+    return out
+
+
+def _collective_keys(e: DeviceMetrics, steps: dict) -> dict[tuple, str | None]:
+    """(step, kind, bytes, seq) -> launch phase of one entry's collectives launched in a step;
+    ``steps`` maps the entry's step numbers to the numbers they are compared under."""
+    seen: dict[tuple, int] = {}
+    out = {}
+    for r in e.collectives:  # in start order
+        if r["step"] is None or r["queue_us"] is None or r["step"] not in steps:
+            continue
+        base = (steps[r["step"]], r["kind"], r["bytes"])
+        seq = seen.get(base, 0)
+        seen[base] = seq + 1
+        out[(*base, seq)] = r["launch_phase"]
+    return out
+
+
+def compare_collectives(before: Side, after: Side, per_step: bool) -> dict:
+    """Collectives before and after: per kind count, bytes, time and exposed time (units as the
+    kernels'), and ``phase_changes``: collectives matched by (rank, device, step, kind, bytes,
+    order) whose launch phase differs, counted per (kind, step, before phase, after phase). Steps
+    are compared by number when an entry has the same step numbers on both sides, else by position
+    (the first step with the first), under the before side's numbers."""
+    tb, ta = _collective_tally(before, per_step), _collective_tally(after, per_step)
+    kinds = [{"kind": kind, **_sides(tb.get(kind, _no_collectives()), ta.get(kind, _no_collectives()))}
+             for kind in sorted(tb.keys() | ta.keys())]
+    changes: dict[tuple, int] = {}
+    by_a = {(e.rank, e.device_id): e for e in after.entries}
+    for eb in before.entries:
+        ea = by_a.get((eb.rank, eb.device_id))
+        if ea is None:
+            continue
+        sb, sa = eb.active_steps(), ea.active_steps()
+        keys_b = _collective_keys(eb, {s: s for s in sb})
+        keys_a = _collective_keys(ea, {s: s for s in sa} if sa == sb else dict(zip(sa, sb)))
+        for key, phase_b in keys_b.items():
+            if key in keys_a and keys_a[key] != phase_b:
+                step, kind = key[0], key[1]
+                group = (kind, step, phase_b, keys_a[key])
+                changes[group] = changes.get(group, 0) + 1
+    phase_changes = [{"kind": k, "step": st, "before_phase": pb, "after_phase": pa, "count": n}
+                     for (k, st, pb, pa), n in sorted(changes.items(), key=lambda kv: (kv[0][1], kv[0][0],
+                                                                                       str(kv[0][2]), str(kv[0][3])))]
+
+    whole = _sides(*({k: sum(v[k] for v in t.values()) for k in _COLLECTIVE_SUMS} for t in (tb, ta)))
+    return {"before": {k: whole[f"before_{k}"] for k in _COLLECTIVE_SUMS},
+            "after": {k: whole[f"after_{k}"] for k in _COLLECTIVE_SUMS},
+            "kinds": kinds, "phase_changes": phase_changes}
 
 
 def _count(x: float):
@@ -443,9 +357,9 @@ def gap_status(before_count: float, after_count: float, before_us: float, after_
 
 def compare_gaps(before: Side, after: Side, per_step: bool) -> list[dict]:
     """Gap groups by (kind, phase), largest |Δµs| first."""
-    tb, ta = _tally(before, "gaps", per_step), _tally(after, "gaps", per_step)
-    series_b = _tally_by_step(before, "gaps") if per_step else {}
-    series_a = _tally_by_step(after, "gaps") if per_step else {}
+    tb, ta = _tally(before, "gap_groups", per_step), _tally(after, "gap_groups", per_step)
+    series_b = _tally_by_step(before, "gap_groups") if per_step else {}
+    series_a = _tally_by_step(after, "gap_groups") if per_step else {}
     zeros_b = [0.0] * len(before.steps) if per_step else []
     zeros_a = [0.0] * len(after.steps) if per_step else []
     out = []
@@ -471,9 +385,9 @@ def profile_of(trace_set: TraceSet) -> dict:
     from speedtrace.analysis.report import run_summary
 
     run = run_summary(trace_set.run) or {}
-    raw = trace_set.run if isinstance(trace_set.run, dict) else {}
+    info = trace_set.run or runinfo.RunInfo()
     cpu = (Cat.CPU_OP, Cat.USER_ANNOTATION, Cat.CUDA_RUNTIME, Cat.CUDA_DRIVER)
-    out = {"mode": run.get("mode"), "activities": raw.get("activities"), "cuda_graphs": run.get("cuda_graphs"),
+    out = {"mode": run.get("mode"), "activities": info.activities, "cuda_graphs": run.get("cuda_graphs"),
            "dilation": run.get("dilation"),
            "cpu_events": any(bool(np.isin(rt.events.cat, cpu).any()) for rt in trace_set.ranks)}
     for option in _DILATING_OPTIONS:
@@ -519,6 +433,13 @@ def _warnings(before: Side, after: Side, per_step: bool, differences: list[str])
             out.append(f"totals compared over whole traces: {before.trace_set.path} has "
                        f"{has(before, nb)}, {after.trace_set.path} has {has(after, na)}; they "
                        "compare only if both traces cover the same work")
+    gpus_b = sorted({e.device for e in before.entries if e.device})
+    gpus_a = sorted({e.device for e in after.entries if e.device})
+    if gpus_b and gpus_a and gpus_b != gpus_a:
+        out.append(f"the sides ran on different GPU models (before: {', '.join(gpus_b)}; after: "
+                   f"{', '.join(gpus_a)}): kernel times differ by the hardware as well as by the change")
+    if per_step:
+        out += [w for side in (before, after) if (w := _outside_steps_warning(side))]
     keys_b = {(e.rank, e.device_id) for e in before.entries}
     keys_a = {(e.rank, e.device_id) for e in after.entries}
     if keys_b != keys_a:
@@ -528,6 +449,18 @@ def _warnings(before: Side, after: Side, per_step: bool, differences: list[str])
         out += _host_bound_warnings(side.trace_set)
         out += [w for w in side.trace_set.warnings if w not in out]
     return out
+
+
+def _outside_steps_warning(side: Side) -> str | None:
+    """A per-step comparison leaves out GPU time outside the profiler steps: say so when that
+    is more than ``OUTSIDE_STEPS_SHARE`` of the side's GPU busy time."""
+    outside = sum(e.unassigned_gpu_us or 0.0 for e in side.entries)
+    busy = sum(e.whole.busy_us for e in side.entries)
+    if busy <= 0 or outside <= OUTSIDE_STEPS_SHARE * busy:
+        return None
+    return (f"{side.trace_set.path}: {fmt.time_text(outside)} of its {fmt.time_text(busy)} of GPU busy time "
+            f"({100 * outside / busy:.0f}%) lies outside the profiler steps, which a per-step "
+            "comparison leaves out")
 
 
 def _host_bound_warnings(trace_set: TraceSet) -> list[str]:
@@ -548,8 +481,6 @@ def _host_bound_warnings(trace_set: TraceSet) -> list[str]:
 
 def build_diff(before: TraceSet, after: TraceSet, *, min_gap_us: float = 5.0) -> dict:
     """The ``speedtrace.diff/1`` document comparing two loaded trace sets (metrics.md)."""
-    from speedtrace.analysis.diff_verdict import verdict
-
     sides = [load_side(ts, min_gap_us=min_gap_us) for ts in (before, after)]
     b, a = sides
     per_step = b.has_steps and a.has_steps
@@ -560,7 +491,7 @@ def build_diff(before: TraceSet, after: TraceSet, *, min_gap_us: float = 5.0) ->
         "schema": SCHEMA,
         "basis": "per_step" if per_step else "whole_trace",
         "units": {"metrics": ("mean over steps, then over ranks" if per_step else "whole trace, mean over ranks"),
-                  "kernels": unit, "gaps": unit},
+                  "kernels": unit, "gaps": unit, "collectives": unit},
         "min_gap_us": min_gap_us,
         "before": _side_summary(b, profiles[0]),
         "after": _side_summary(a, profiles[1]),
@@ -570,6 +501,7 @@ def build_diff(before: TraceSet, after: TraceSet, *, min_gap_us: float = 5.0) ->
         "ranks": compare_ranks(b, a, per_step),
         "kernels": compare_kernels(b, a, per_step),
         "gaps": compare_gaps(b, a, per_step),
+        "collectives": compare_collectives(b, a, per_step),
     }
     doc["verdict"] = verdict(doc)
     return doc
@@ -578,5 +510,5 @@ def build_diff(before: TraceSet, after: TraceSet, *, min_gap_us: float = 5.0) ->
 def _side_summary(side: Side, profile: dict) -> dict:
     return {"path": str(side.trace_set.path),
             "ranks": [{"rank": e.rank, "device_id": e.device_id, "step_source": e.step_source,
-                       "steps": e.steps} for e in side.entries],
+                       "steps": e.active_steps()} for e in side.entries],
             "steps": side.steps, "profile": profile}

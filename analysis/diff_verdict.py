@@ -7,8 +7,10 @@ because then a time difference may be the profiler's rather than the change's.
 
 from __future__ import annotations
 
-from speedtrace.analysis.diff import NO_SPREAD_REL
+from speedtrace.analysis import fmt
+from speedtrace.analysis.fmt import count_text, minus, time_text  # noqa: F401  (re-exported)
 from speedtrace.analysis.kernel_match import op_name
+from speedtrace.analysis.noise import NO_SPREAD_REL
 
 # (totals key, words, how to phrase it) in the order a reader cares about.
 METRIC_PHRASES = (
@@ -26,30 +28,9 @@ METRIC_PHRASES = (
     ("kernel_count", "kernel count", "count"),
 )
 KERNELS_NAMED = 3
+NAME_WIDTH = 48
 GAP_GROUPS_NAMED = 3
 _GAP_WORDS = {"idle": "idle gaps", "exposed_comm": "exposed communication"}
-
-
-def minus(text: str) -> str:
-    """A typographic minus sign for negative numbers."""
-    return text.replace("-", "\u2212")
-
-
-def time_text(us: float | None) -> str:
-    """µs below a millisecond, ms above (``1,611 µs`` is kept for hundreds of µs)."""
-    if us is None:
-        return "n/a"
-    if abs(us) >= 10_000:
-        return f"{us / 1000:,.1f} ms"
-    if abs(us) >= 1000:
-        return f"{us / 1000:,.2f} ms"
-    return f"{us:,.0f} µs" if abs(us) >= 100 else f"{us:,.1f} µs"
-
-
-def count_text(n) -> str:
-    if n is None:
-        return "n/a"
-    return f"{int(n):,}" if float(n).is_integer() else f"{n:,.1f}"
 
 
 def _direction(delta: float) -> str:
@@ -69,33 +50,39 @@ def _kernels(n) -> str:
     return f"{count_text(n)} kernel" + ("" if n == 1 else "s")
 
 
+def _name(key) -> str:
+    """A kernel name short enough for a sentence (the tables and JSON keep the full name)."""
+    return fmt.kernel_name(key, NAME_WIDTH)
+
+
 def _kernel_clauses(doc: dict) -> list[str]:
     kernels = doc["kernels"]
     by_key = {k["key"]: k for k in kernels}
     out, named = [], set()
     for k in kernels:
         absorbed = [by_key[a] for a in k["absorbed"] if a in by_key]
-        if absorbed and any(a["significant"] for a in absorbed):
+        if absorbed and any(a["significant"] for a in absorbed) and len(out) < KERNELS_NAMED:
             n = sum(a["before_count"] for a in absorbed)
             ops = sorted({op_name(op) for a in absorbed for op in (a["launch_ops"] or [])})
             what = "/".join(ops) + " " if ops else ""
             plural = "" if n == 1 else "s"
-            out.append(f"{k['key']} absorbed {count_text(n)} eager {what}kernel{plural}")
+            out.append(f"{_name(k['key'])} absorbed {count_text(n)} eager {what}kernel{plural}")
             named.update([k["key"], *k["absorbed"]])
     others = [k for k in kernels if k["significant"] and k["status"] != "same"
               and k["key"] not in named and not k["absorbed_into"]]
-    for k in others[:KERNELS_NAMED]:
+    room = max(0, KERNELS_NAMED - len(out))
+    for k in others[:room]:
         b, a = time_text(k["before_us"]), time_text(k["after_us"])
         if k["matched_from"]:
-            out.append(f"{k['matched_from']} became {k['key']} ({b} → {a})")
+            out.append(f"{_name(k['matched_from'])} became {_name(k['key'])} ({b} → {a})")
         elif k["status"] == "added":
-            out.append(f"{k['key']} is new ({_kernels(k['after_count'])}, {a})")
+            out.append(f"{_name(k['key'])} is new ({_kernels(k['after_count'])}, {a})")
         elif k["status"] == "removed":
-            out.append(f"{k['key']} is gone ({_kernels(k['before_count'])}, {b})")
+            out.append(f"{_name(k['key'])} is gone ({_kernels(k['before_count'])}, {b})")
         else:
-            out.append(f"{k['key']} went from {b} to {a}")
-    if len(others) > KERNELS_NAMED:
-        out.append(f"{len(others) - KERNELS_NAMED} more kernel changes")
+            out.append(f"{_name(k['key'])} went from {b} to {a}")
+    if len(others) > room:
+        out.append(f"{len(others) - room} more kernel changes (see the kernel table)")
     return out
 
 
@@ -129,32 +116,39 @@ def _gap_clauses(doc: dict) -> list[str]:
     return out
 
 
+def _sentence(clauses: list[str]) -> str:
+    text = "; ".join(clauses)
+    return text[0].upper() + text[1:] + "."
+
+
 def verdict(doc: dict) -> str:
-    """Plain sentences: a mode warning, then the significant changes, then what is noise."""
+    """At most five short sentences: a mode warning, the significant metric changes, the kernel
+    changes (three named, names shortened), select_backward and gaps, then what is noise."""
     lines = []
     if doc["profiling_differences"]:
         lines.append("Warning: the two sides were profiled in different modes ("
                      + "; ".join(doc["profiling_differences"])
                      + "), so time differences are partly the profiler's.")
     per_step = doc["basis"] == "per_step"
-    clauses = []
+    metrics = []
     for key, words, how in METRIC_PHRASES:
         m = doc["metrics"][key]
         if m["significant"]:
             if key == "span_us" and not per_step:
                 words = "GPU span"
-            clauses.append(_metric_clause(words, m, how))
-    clauses += _kernel_clauses(doc)
-    clauses += _select_backward_clause(doc)
-    clauses += _gap_clauses(doc)
+            metrics.append(_metric_clause(words, m, how))
+    kernels = _kernel_clauses(doc)
+    # Kernel names keep their case: the sentence starts with a word, not with a name.
+    groups = [metrics, ["kernels: " + kernels[0], *kernels[1:]] if kernels else [],
+              _select_backward_clause(doc) + _gap_clauses(doc)]
+    sentences = [_sentence(g) for g in groups if g]
     before_steps = len(doc["before"]["steps"])
     after_steps = len(doc["after"]["steps"])
     no_spread = not per_step or before_steps + after_steps < 3
     caveat = (" (no per-step spread to measure noise against: changes under "
               f"{100 * NO_SPREAD_REL:.0f}% are taken as noise)") if no_spread else ""
-    if clauses:
-        text = "; ".join(clauses)
-        lines.append(text[0].upper() + text[1:] + f". Everything else is within noise{caveat}.")
+    if sentences:
+        lines.append(" ".join(sentences) + f" Everything else is within noise{caveat}.")
     else:
         lines.append(f"No change exceeds the per-step noise: within noise{caveat}.")
     return "\n".join(lines)

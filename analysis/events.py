@@ -16,6 +16,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from speedtrace.profiling.runinfo import RunInfo
+
 
 class Cat(IntEnum):
     """Event categories kept by the loader (``EventTable.cat``)."""
@@ -52,10 +54,11 @@ LAUNCH_CATS = (Cat.CUDA_RUNTIME, Cat.CUDA_DRIVER)
 # Column name -> dtype. The loader fills exactly these.
 COLUMNS: dict[str, type] = {
     "ts": np.float64,          # start, µs relative to origin_ts_us
-    "dur": np.float64,         # µs (0 when absent)
+    "dur": np.float64,         # µs, >= 0 (events without a numeric dur are excluded)
     "cat": np.uint8,           # Cat
     "name": np.int32,          # index into EventTable.names
-    "pid": np.int64,           # process id; for GPU events the device id. String pids -> -2
+    "pid": np.int64,           # process id; for GPU events the device id (>= 0). CPU events'
+                               # string pids -> -2 (GPU events without an integer pid are excluded)
     "tid": np.int64,           # thread id; for GPU events the stream. String tids -> -2
     "stream": np.int64,        # args.stream (-1)
     "correlation": np.int64,   # args.correlation (-1)
@@ -67,6 +70,7 @@ COLUMNS: dict[str, type] = {
     "occupancy_pct": np.float64,  # numeric args["est. achieved occupancy %"] (NaN)
     "registers": np.int64,     # args["registers per thread"] (-1)
     "shared_memory": np.int64,  # args["shared memory"] (-1)
+    "extra": np.int32,         # index into RankTrace.event_args (-1): args no column holds
 }
 
 
@@ -90,6 +94,7 @@ class EventTable:
     occupancy_pct: np.ndarray
     registers: np.ndarray
     shared_memory: np.ndarray
+    extra: np.ndarray
     names: list[str] = field(default_factory=list)  # string table for the name column
 
     def __len__(self) -> int:
@@ -142,6 +147,23 @@ class RankTrace:
     with_stack: bool = False
     profile_memory: bool = False
     metadata: dict = field(default_factory=dict)  # other small top-level keys, as written
+    # The args that only some events carry, as small dicts that ``EventTable.extra`` points to:
+    # a kernel's launch dimensions ("grid", "block": tuples, shared by kernels of one
+    # configuration), a collective's parameters from ``record_param_comms`` (or from the kernel
+    # itself in older traces: "collective", "dtype", "in_nelems", "out_nelems", "group_size",
+    # "pg_name", "pg_desc", "pg_ranks") and Kineto's CUDA-event wait links ("wait_on_stream",
+    # "wait_on_record_corr"). Kept beside the table, so filtering rows keeps the indices valid.
+    event_args: list[dict] = field(default_factory=list)
+    # What the loader found odd in this file and how it dealt with it (events it excluded...);
+    # ``load`` adds them to TraceSet.warnings.
+    warnings: list[str] = field(default_factory=list)
+
+    def args_of(self, row: int) -> dict:
+        """The extra args of an event row (empty when it has none)."""
+        if row < 0:
+            return {}
+        k = int(self.events.extra[row])
+        return self.event_args[k] if k >= 0 else {}
 
     def gpu_devices(self) -> list[int]:
         """Device ids with GPU activity, ascending."""
@@ -156,7 +178,7 @@ class TraceSet:
 
     path: str
     ranks: list[RankTrace]
-    run: dict | None = None            # run.json beside the traces, when present
+    run: RunInfo | None = None         # run.json beside the traces, when present
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import html
 
-# No network at all: scripts and styles only inline, images only as data: URIs.
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+# No network at all: scripts and styles only inline, images only as data: URIs. 'unsafe-eval':
+# plotly's WebGL traces (the timeline's Scattergl) compile their draw calls with Function()
+# (regl); without it they show "WebGL is not supported" (plotly.js issues #897, #6140).
+CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
        "img-src data:; font-src data:")
 
 STYLE = """
@@ -35,13 +37,26 @@ font-size:12px;max-width:640px;overflow-wrap:anywhere}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 12px}
 dl.facts dt{font-weight:600} dl.facts dd{margin:0}
 .plot{width:100%;min-height:120px}
-nav.toc a{margin-right:12px}
+nav.toc{margin:8px 0 4px;font-size:13px;line-height:1.9} nav.toc a{white-space:nowrap}
+nav.toc a.sub{color:#556}
+.warnings{margin:10px 0 4px} .warnings .warning{font-weight:500}
+table caption{caption-side:top;text-align:left;font-weight:600;padding:2px 0}
+td.code{unicode-bidi:isolate}
+.figs{margin:8px 0 18px}
+tr.rownote td{color:#556;font-size:12px;padding-left:28px;font-family:ui-monospace,monospace;
+overflow-wrap:anywhere}
+section.level2{margin-left:12px}
 """
 
 
+DEFAULT_HEIGHT = 450  # px, plotly's own default
+
+
 def esc(text) -> str:
-    """Text or an attribute value, HTML-escaped (quotes included)."""
-    return html.escape("" if text is None else str(text), quote=True)
+    """Text or an attribute value, HTML-escaped (quotes included). The double quote becomes
+    the numeric ``&#34;`` rather than ``&quot;``: plotly's text renderer decodes numeric
+    references but not ``&quot;``, and the same escaped name goes into hover text too."""
+    return html.escape("" if text is None else str(text), quote=True).replace("&quot;", "&#34;")
 
 
 def plotly_js() -> str:
@@ -58,7 +73,10 @@ def figure_html(fig, div_id: str) -> str:
     spec = pio.to_json(fig, validate=False)
     div_id = esc(div_id)
     config = '{"responsive": true, "displaylogo": false}'
-    return (f'<div id="{div_id}" class="plot"></div>\n'
+    # A responsive plot takes its container's height: give the container the figure's own
+    # height, or plotly's usual 450 px, so that no figure is drawn squashed.
+    height = getattr(getattr(fig, "layout", None), "height", None) or DEFAULT_HEIGHT
+    return (f'<div id="{div_id}" class="plot" style="height:{int(height)}px"></div>\n'
             f'<script>(function(){{var f={spec};'
             f'Plotly.newPlot("{div_id}",f.data,f.layout,{config});}})();</script>\n')
 

@@ -17,11 +17,16 @@ How ``<ops>`` is split into op names (op names contain underscores themselves):
    ``lerp``), as an eager launching op ``aten::lerp_`` does.
 Compound names not listed split into words on both sides alike, so pairing still works; an
 absorbed op that is not listed must then appear as all of its words.
+
+Keys may carry a launch configuration (``name<<<grid, block>>>``, see ``kernels``): the ops come
+from the name part, and among equally good pairs those of one configuration pair first.
 """
 
 from __future__ import annotations
 
 import re
+
+from speedtrace.analysis.kernels import split_key
 
 KINDS = ("poi", "red", "per", "tem", "for")
 JACCARD_MIN = 0.6
@@ -50,7 +55,7 @@ COMPOUND_OPS = tuple(sorted({
 
 def fused_kind(key: str) -> str | None:
     """The Inductor kind (``poi``, ``red``, ``per``, ``tem``, ``for``) of a fused kernel name."""
-    m = _FUSED.match(key)
+    m = _FUSED.match(split_key(key)[0])
     return m.group(1) if m else None
 
 
@@ -94,7 +99,7 @@ def _tokens(ops: str) -> list[str]:
 
 def fused_ops(key: str) -> frozenset[str]:
     """The op names fused into an Inductor kernel (empty for any other name)."""
-    m = _FUSED.match(key)
+    m = _FUSED.match(split_key(key)[0])
     if not m:
         return frozenset()
     return frozenset(op_name(t) for t in _tokens(m.group(2)))
@@ -108,8 +113,8 @@ def jaccard(a: frozenset, b: frozenset) -> float:
 
 def pair_renamed(removed: list[str], added: list[str], threshold: float = JACCARD_MIN) -> list[tuple[str, str, float]]:
     """(before key, after key, Jaccard) for removed and added Inductor kernels of one kind whose
-    op-name sets overlap by at least ``threshold``: greedily, highest Jaccard first (ties by
-    name), each key used once."""
+    op-name sets overlap by at least ``threshold``: greedily, highest Jaccard first (ties: one
+    launch configuration on both sides first, then by name), each key used once."""
     candidates = []
     for r in removed:
         kind_r, ops_r = fused_kind(r), fused_ops(r)
@@ -120,10 +125,10 @@ def pair_renamed(removed: list[str], added: list[str], threshold: float = JACCAR
                 continue
             j = jaccard(ops_r, fused_ops(a))
             if j >= threshold:
-                candidates.append((-j, r, a))
+                candidates.append((-j, split_key(r)[1] != split_key(a)[1], r, a))
     candidates.sort()
     used_r, used_a, pairs = set(), set(), []
-    for neg_j, r, a in candidates:
+    for neg_j, _, r, a in candidates:
         if r in used_r or a in used_a:
             continue
         used_r.add(r)

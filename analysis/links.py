@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from speedtrace.analysis.events import LAUNCH_CATS, Cat, EventTable, RankTrace
+from speedtrace.profiling import runinfo
 
 PROFILER_STEP = re.compile(r"^ProfilerStep#(\d+)$")
 INDUCTOR_RANGE = re.compile(r"^## Call CompiledFxGraph \S+ ##$")
@@ -231,6 +232,26 @@ def _named_steps(ev: EventTable, mask: np.ndarray):
     return rows[n >= 0], n[n >= 0]
 
 
+def _repeated_steps(path: str, pids: np.ndarray, numbers: np.ndarray, most: int = 5) -> list[str]:
+    """A warning naming the step numbers that several CPU annotations of one process carry.
+
+    Each profiler step is annotated once, so a repeated number means two windows (another
+    profiler run in the same file, or a hand-made annotation) that the step totals merge.
+    Exact copies of one annotation are dropped by the loader before this.
+    """
+    if len(numbers) < 2:
+        return []
+    pairs, counts = np.unique(np.stack([pids, numbers], axis=1), axis=0, return_counts=True)
+    rep = counts > 1
+    if not rep.any():
+        return []
+    listed = [f"#{int(n)} ×{int(k)}" for (_, n), k in zip(pairs[rep], counts[rep])]
+    more = f" and {len(listed) - most} more" if len(listed) > most else ""
+    return [f"{path}: ProfilerStep numbers used by more than one annotation of a process "
+            f"({', '.join(listed[:most])}{more}): each such step counts the GPU activity of all "
+            "its windows, and its step_wall_us is the longest"]
+
+
 def _assign(t: np.ndarray, starts, ends, numbers) -> np.ndarray:
     """Step number of the window [start, end) containing each t (the latest-starting one)."""
     out = np.full(len(t), -1, dtype=np.int64)
@@ -246,7 +267,7 @@ def _assign(t: np.ndarray, starts, ends, numbers) -> np.ndarray:
 
 
 def step_windows(rank: RankTrace, gpu_rows: np.ndarray, launch: np.ndarray, device_id: int,
-                 run: dict | None = None) -> StepWindows:
+                 run=None) -> StepWindows:
     """Step of each GPU event (rows of one device) from the first source present (metrics.md)."""
     ev = rank.events
     t_gpu = ev.ts[gpu_rows]
@@ -264,7 +285,8 @@ def step_windows(rank: RankTrace, gpu_rows: np.ndarray, launch: np.ndarray, devi
         wall: dict[int, float | None] = {}
         for r, n in zip(rows.tolist(), numbers.tolist()):
             wall[n] = max(wall.get(n) or 0.0, float(ev.dur[r]))
-        return StepWindows("cpu_annotation", step_of, wall)
+        return StepWindows("cpu_annotation", step_of, wall,
+                           _repeated_steps(rank.path, ev.pid[rows], numbers))
 
     rows, numbers = _named_steps(ev, (ev.cat == Cat.GPU_USER_ANNOTATION) & (ev.pid == device_id))
     if len(rows):
@@ -283,20 +305,20 @@ def step_windows(rank: RankTrace, gpu_rows: np.ndarray, launch: np.ndarray, devi
     return StepWindows("none", np.full(len(gpu_rows), -1, dtype=np.int64), {})
 
 
-def _recorded_windows(rank: RankTrace, gpu_rows: np.ndarray, run: dict | None):
-    """Windows from run.json: ``step_markers`` (marker kernels) or ``step_boundaries``."""
-    if not isinstance(run, dict):
+def _recorded_windows(rank: RankTrace, gpu_rows: np.ndarray, run):
+    """Windows from run.json (a ``RunInfo``): ``step_markers`` (marker kernels) or
+    ``step_boundaries``."""
+    run = runinfo.coerce(run)
+    if run is None:
         return None
     ev = rank.events
-    markers = run.get("step_markers")
-    if isinstance(markers, dict) and isinstance(markers.get("kernel"), str) and markers["kernel"] \
-            and isinstance(markers.get("steps"), list) \
-            and all(isinstance(s, int) and not isinstance(s, bool) for s in markers["steps"]):
-        needle = markers["kernel"]
+    markers = run.step_markers
+    if markers is not None and markers.kernel:
+        needle = markers.kernel
         hit = np.array([needle in n for n in ev.names], dtype=bool)
         kern = gpu_rows[(ev.cat[gpu_rows] == Cat.KERNEL) & hit[ev.name[gpu_rows]]] if len(ev.names) else gpu_rows[:0]
         t = np.sort(ev.ts[kern])
-        steps = markers["steps"]
+        steps = markers.steps
         if len(t) and steps:
             warnings = []
             if len(t) not in (len(steps), len(steps) + 1):
@@ -305,12 +327,9 @@ def _recorded_windows(rank: RankTrace, gpu_rows: np.ndarray, run: dict | None):
             # Marker k opens step k; the next marker (the final one after the last step) closes it.
             ends = np.append(t[1:], np.inf)[:n]
             return t[:n], ends, np.array(steps[:n], dtype=np.int64), warnings
-    bounds = run.get("step_boundaries")
-    if isinstance(bounds, list) and bounds:
-        try:
-            rows = [(int(b["step"]), float(b["start_us"]), float(b["end_us"])) for b in bounds]
-        except (TypeError, KeyError, ValueError):
-            return None
+    bounds = run.step_boundaries
+    if bounds:
+        rows = [(b.step, b.start_us, b.end_us) for b in bounds]
         numbers = np.array([r[0] for r in rows], dtype=np.int64)
         starts = np.array([r[1] for r in rows]) - rank.origin_ts_us
         ends = np.array([r[2] for r in rows]) - rank.origin_ts_us

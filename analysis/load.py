@@ -7,17 +7,19 @@ pickling (cheap for numpy columns). Ranks, world size and warnings follow metric
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import time
 from functools import partial
 
-import msgspec
 import numpy as np
 
-from speedtrace.analysis.decode import NotATraceError, read_rank_trace
+from speedtrace.analysis.decode import NotATraceError, file_kind, read_rank_trace
 from speedtrace.analysis.events import COLUMNS, GPU_ACTIVITY, EventTable, RankTrace, TraceSet
 from speedtrace.errors import SpeedtraceError, warn
+from speedtrace.profiling import runinfo
 
 RUN_JSON = "run.json"
 TRACE_SUFFIXES = (".json", ".json.gz")
@@ -30,41 +32,101 @@ __all__ = ["discover", "load", "load_rank_file"]
 def discover(path) -> tuple[list[str], dict | None, list[str]]:
     """The trace files to read for PATH, the ``run.json`` beside them (or None), and warnings.
 
-    A file is returned as is. For a directory: every ``*.json``/``*.json.gz`` in it except
-    ``run.json`` (sorted by name; whether each one is a trace is decided when it is read).
+    A file is returned as is (anything but a regular file is an error). For a directory: every
+    ``*.json``/``*.json.gz`` in it except ``run.json`` (sorted by name; whether each one is a
+    trace is decided when it is read). Its subdirectories are not read: a warning names those
+    holding trace files. Broken or looping links and non-regular files are skipped with a warning.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise SpeedtraceError(f"{path}: no such file or directory")
-    if not os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise SpeedtraceError(f"{path}: {_stat_problem(path, e)}") from None
+    if not stat.S_ISDIR(mode):
+        if not stat.S_ISREG(mode):
+            raise SpeedtraceError(f"{path}: not a regular file ({file_kind(mode)}); "
+                                  "give a trace file or a directory of them")
         return [path], None, []
     try:
-        names = sorted(os.listdir(path))
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda d: d.name)
     except OSError as e:
         raise SpeedtraceError(f"{path}: cannot list directory ({e.strerror or e})") from None
     warnings: list[str] = []
-    files = [
-        os.path.join(path, n)
-        for n in names
-        if n != RUN_JSON
-        and n.lower().endswith(TRACE_SUFFIXES)
-        and os.path.isfile(os.path.join(path, n))
-    ]
+    files, subdirs = [], []
+    for entry in entries:
+        n, full = entry.name, os.path.join(path, entry.name)
+        if not _is_trace_name(n) or n == RUN_JSON:
+            if _is_dir(entry):
+                subdirs.append(n)
+            continue
+        try:
+            mode = os.stat(full).st_mode  # through a link: what it points to
+        except OSError as e:
+            warnings.append(f"{full}: {_stat_problem(full, e)}; skipped")
+            continue
+        if stat.S_ISREG(mode):
+            files.append(full)
+        elif stat.S_ISDIR(mode):
+            subdirs.append(n)
+        else:
+            warnings.append(f"{full}: not a regular file ({file_kind(mode)}); skipped")
+    nested = [n for n in subdirs if _holds_traces(os.path.join(path, n))]
     if not files:
-        raise SpeedtraceError(f"{path}: no trace files (*.json, *.json.gz) in directory")
+        hint = f" (subdirectories {_listing(nested)} hold some: give one as PATH)" if nested else ""
+        raise SpeedtraceError(f"{path}: no trace files (*.json, *.json.gz) in directory{hint}")
+    if nested:
+        warnings.append(f"{path}: subdirectories {_listing(nested)} hold trace files that are not "
+                        "read (only the directory's own files are; give a subdirectory as PATH)")
     run = None
     run_path = os.path.join(path, RUN_JSON)
     if os.path.isfile(run_path):
         try:
             with open(run_path, "rb") as f:
-                run = msgspec.json.decode(f.read())
-        except (OSError, msgspec.DecodeError) as e:
+                data = f.read()
+        except OSError as e:
             warnings.append(f"{run_path}: unreadable run metadata, ignored ({e})")
-            run = None
-        if run is not None and not isinstance(run, dict):
-            warnings.append(f"{run_path}: run metadata is not a JSON object, ignored")
-            run = None
+        else:
+            run, found = runinfo.read(data, run_path)
+            warnings += found
     return files, run, warnings
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows a link; no stat call for a plain entry
+    except OSError:
+        return False
+
+
+def _is_trace_name(name: str) -> bool:
+    return name.lower().endswith(TRACE_SUFFIXES)
+
+
+def _stat_problem(path: str, e: OSError) -> str:
+    """Why ``os.stat`` failed, in words: a broken or looping link, or no such file."""
+    if e.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if e.errno == errno.ENOENT and os.path.islink(path):
+        return f"broken symbolic link (to {os.readlink(path)})"
+    if e.errno == errno.ENOENT:
+        return "no such file or directory"
+    return f"cannot read ({e.strerror or e})"
+
+
+def _holds_traces(directory: str) -> bool:
+    """Whether ``directory`` has a regular ``*.json``/``*.json.gz`` file other than run.json."""
+    try:
+        with os.scandir(directory) as it:
+            return any(_is_trace_name(d.name) and d.name != RUN_JSON and d.is_file() for d in it)
+    except OSError:
+        return False
+
+
+def _listing(names: list[str], most: int = 3) -> str:
+    """'a/, b/, c/ and 2 more' for subdirectory names."""
+    shown = ", ".join(f"{n}/" for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def load_rank_file(path) -> RankTrace:
@@ -75,13 +137,15 @@ def load_rank_file(path) -> RankTrace:
     return trace
 
 
-def load(path, *, workers: int | None = None, progress: bool | None = None) -> TraceSet:
+def load(path, *, workers: int | None = None, progress: bool | None = None,
+         echo_warnings: bool = True) -> TraceSet:
     """Load a trace file (``.json``/``.json.gz``) or a directory of per-rank trace files.
 
     ``workers``: processes decoding files at once (default: one per file, up to the CPU count).
     ``progress``: report files and bytes done on stderr (default: for loads over 50 MB when
-    stderr is a terminal). Raises ``SpeedtraceError`` for bad input; warnings are printed and
-    kept in ``TraceSet.warnings``.
+    stderr is a terminal). Raises ``SpeedtraceError`` for bad input; warnings are kept in
+    ``TraceSet.warnings`` and printed on stderr unless ``echo_warnings`` is off (the commands
+    print them once, with their own output).
     """
     path = os.fspath(path)
     files, run, warnings = discover(path)
@@ -110,6 +174,7 @@ def load(path, *, workers: int | None = None, progress: bool | None = None) -> T
             warnings.append(f"{res}; skipped")
         else:
             ranks.append(res)
+            warnings += res.warnings  # what the decoder excluded from this file, and why
     if not ranks:
         raise SpeedtraceError(f"{path}: no trace files (only non-trace JSON) in directory")
     warnings += _assign_ranks(ranks)
@@ -118,8 +183,9 @@ def load(path, *, workers: int | None = None, progress: bool | None = None) -> T
     for r in ranks:
         if not np.isin(r.events.cat, GPU_ACTIVITY).any():
             warnings.append(f"{r.path}: no GPU events (kernel, memcpy, memset) in the trace")
-    for w in warnings:
-        warn(w)
+    if echo_warnings:
+        for w in warnings:
+            warn(w)
     return TraceSet(path=path, ranks=ranks, run=run, warnings=warnings)
 
 

@@ -1,8 +1,11 @@
-"""The numbers of metrics.md per (rank, device): totals, steps, phases, gaps and kernels.
+"""The metrics of docs/metrics.md per (rank, device): one ``DeviceMetrics`` record each.
 
-``device_report`` returns one rank entry of the report JSON; the functions ``totals``,
-``steps``, ``phases``, ``gaps`` and ``kernels`` return the same numbers over a whole
-``TraceSet`` as ``Records`` (one dict per row), for notebooks and ``diff``.
+``device_metrics`` builds a device's timeline once and computes from it everything the report,
+the diff and the figures read: the additive ``Sums`` of the whole selection and of each step,
+phases, gaps, the kernel table, and (for ``diff``) kernel and gap-group sums per step.
+``report_entry`` turns a record into one rank entry of the report JSON; ``device_report`` does
+both. The public functions ``totals``, ``steps``, ``phases``, ``gaps`` and ``kernels`` return
+the same numbers over a whole ``TraceSet`` as ``Records`` (one dict per row).
 
 Choices where metrics.md leaves room:
 - The full-SM set used by ``comm_queue_full_sm_us`` is the whole device's (a queued NCCL kernel
@@ -13,96 +16,85 @@ Choices where metrics.md leaves room:
 - ``select_backward_cpu_ops`` counts the rank's ``aten::select_backward`` ops (all devices of a
   rank share them); per step it counts those starting inside the step's CPU annotation and is
   null for other step sources.
+- Per-step gap groups (``gap_groups``) are the gaps inside each step's own GPU span, as for the
+  step's ``idle_us``; they are grouped by kind and ``phase_group`` (Inductor's compiled-graph
+  ranges without their hash, which changes whenever the compiled code does).
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from speedtrace.analysis import intervals as iv
 from speedtrace.analysis import select_backward as sb
+from speedtrace.analysis import sums as sm
+from speedtrace.analysis.collectives import CollectiveTable, collective_table, collectives
+from speedtrace.analysis.comm_queue import comm_readiness
 from speedtrace.analysis.events import Cat, RankTrace, Records, TraceSet
 from speedtrace.analysis.gaps import gap_table
-from speedtrace.analysis.kernels import kernel_table
+from speedtrace.analysis.kernels import kernel_table, key_index
 from speedtrace.analysis.links import PROFILER_STEP
+from speedtrace.analysis.sums import TOTAL_KEYS, Sums, sums_of  # noqa: F401  (TOTAL_KEYS re-exported)
 from speedtrace.analysis.timeline import DeviceTimeline, device_timeline
 
-TOTAL_KEYS = (
-    "span_us", "busy_us", "idle_us", "compute_us", "comm_us", "memory_us", "overlap_us",
-    "exposed_comm_us", "exposed_memory_us", "comp_comm_overlap_pct", "kernel_count",
-    "comm_kernel_count", "est_sm_efficiency_pct", "achieved_occupancy_pct", "sm_contention_us",
-    "comm_queue_us", "comm_queue_full_sm_us", "select_backward_kernels", "select_backward_us",
-    "select_backward_fused_kernels", "select_backward_cpu_ops",
-)
+_COMPILED_GRAPH = re.compile(r"^## Call CompiledFxGraph \S+ ##$")
 
 
-def totals_of(tl: DeviceTimeline, sel: np.ndarray, select_backward_cpu_ops: int | None) -> dict:
-    """The totals table of metrics.md over the events ``sel`` (a boolean mask) of a timeline."""
-    start, end = tl.start[sel], tl.end[sel]
-    comp, comm, mem = tl.is_compute[sel], tl.is_comm[sel], tl.is_memory[sel]
-    kernel = tl.is_kernel[sel]
-    out = dict.fromkeys(TOTAL_KEYS)
-    out["kernel_count"] = int(kernel.sum())
-    out["comm_kernel_count"] = int(comm.sum())
-    kind = tl.select_backward[sel]
-    dedicated = kind == sb.DEDICATED
-    out["select_backward_kernels"] = int(dedicated.sum())
-    out["select_backward_us"] = float((end - start)[dedicated].sum())
-    out["select_backward_fused_kernels"] = int((kind == sb.FUSED).sum())
-    out["select_backward_cpu_ops"] = select_backward_cpu_ops
-    if len(start) == 0:
-        for key in ("span_us", "busy_us", "idle_us", "compute_us", "comm_us", "memory_us",
-                    "overlap_us", "exposed_comm_us", "exposed_memory_us", "sm_contention_us",
-                    "comm_queue_us", "comm_queue_full_sm_us"):
-            out[key] = 0.0
-        return out
+@dataclass
+class StepMetrics:
+    step: int
+    wall_us: float | None        # the step's CPU annotation (or recorded window), when known
+    start_us: float | None       # its first GPU start, relative to the rank's first GPU start
+    sums: Sums
 
-    span = float(end.max() - start.min())
-    all_u = iv.union(start, end)
-    comp_u = iv.union(start[comp], end[comp])
-    comm_u = iv.union(start[comm], end[comm])
-    mem_u = iv.union(start[mem], end[mem])
-    busy = iv.length(all_u)
-    comm_us = iv.length(comm_u)
-    overlap = iv.length(iv.intersect(comm_u, comp_u))
-    out.update(
-        span_us=span,
-        busy_us=busy,
-        idle_us=span - busy,
-        compute_us=iv.length(comp_u),
-        comm_us=comm_us,
-        memory_us=iv.length(mem_u),
-        overlap_us=overlap,
-        exposed_comm_us=comm_us - overlap,
-        exposed_memory_us=iv.length(iv.subtract(mem_u, iv.merge(comp_u, comm_u))),
-        comp_comm_overlap_pct=100.0 * overlap / comm_us if comm_us > 0 else None,
-    )
 
-    b = tl.b[sel]
-    known = kernel & ~np.isnan(b)
-    x, f = iv.step_function(start[known], end[known], b[known])
-    # Null rather than 0 when no kernel has a known b: unknown is not idle.
-    out["est_sm_efficiency_pct"] = (100.0 * iv.integral(x, np.clip(f, 0.0, 1.0)) / span
-                                    if span > 0 and known.any() else None)
+@dataclass
+class DeviceMetrics:
+    """Everything measured on one (rank, device); times relative to ``origin_ts_us``.
 
-    occ = tl.rank.events.occupancy_pct[tl.rows[sel]]
-    has_occ = comp & ~np.isnan(occ)
-    weight = (end - start)[has_occ]
-    out["achieved_occupancy_pct"] = (float(np.sum(occ[has_occ] * weight) / weight.sum())
-                                     if weight.sum() > 0 else None)
+    ``kernel_sums`` maps (kernel key, step or None for the whole selection) to (count, µs);
+    ``gap_groups`` maps ((kind, phase group), step or None) to (count, µs) of the gaps of at
+    least ``min_gap_us`` (filled only when asked for: the report lists gaps, the diff groups them).
+    """
 
-    x, f = iv.step_function(start[comp], end[comp], tl.sm_weight[sel][comp])
-    out["sm_contention_us"] = iv.length(iv.intersect(comm_u, iv.where(x, f >= tl.sm_threshold)))
+    rank: int
+    device_id: int
+    device: str | None
+    num_sms: int | None
+    origin_ts_us: float
+    step_source: str
+    min_gap_us: float
+    whole: Sums
+    unassigned_gpu_us: float | None
+    steps: list[StepMetrics]
+    phases: list[dict]
+    gaps: list[dict]
+    gaps_below: dict
+    kernels: list[dict]
+    warnings: list[str]
+    collectives: list[dict] = field(default_factory=list)  # collectives.ROW_KEYS per comm kernel
+    collective_table: CollectiveTable | None = None  # every comm kernel, for cross_rank
+    kernel_sums: dict = field(default_factory=dict)
+    kernel_class: dict[str, str] = field(default_factory=dict)
+    launch_ops: dict[str, set[str]] = field(default_factory=dict)   # kernel key -> aten ops
+    kernel_phases: dict[str, set] = field(default_factory=dict)      # kernel key -> phases
+    gap_groups: dict = field(default_factory=dict)
 
-    # Queue of a comm kernel: from the end of its launch call to its start.
-    ev = tl.rank.events
-    launch = tl.launch[sel]
-    queued = comm & (launch >= 0)
-    q_from = ev.ts[launch[queued]] + ev.dur[launch[queued]]
-    q_to = start[queued]
-    out["comm_queue_us"] = float(np.maximum(q_to - q_from, 0.0).sum())
-    out["comm_queue_full_sm_us"] = float(iv.overlap_each(q_from, q_to, tl.full_sm).sum())
-    return out
+    def active_steps(self) -> list[int]:
+        """The steps with GPU activity."""
+        return [s.step for s in self.steps if s.sums.span_us > 0 or s.sums.kernel_count]
+
+
+def phase_group(phase: str | None) -> str | None:
+    """The phase a gap is grouped under: Inductor's ``## Call CompiledFxGraph <hash> ##``
+    without the hash (so a before/after pair does not show every group of a compiled graph as
+    disappeared and appeared again)."""
+    if phase is None:
+        return None
+    return _COMPILED_GRAPH.sub("## Call CompiledFxGraph ##", phase)
 
 
 def _eager_select_backward_ops(rank: RankTrace) -> np.ndarray:
@@ -143,16 +135,15 @@ def _phase_table(tl: DeviceTimeline, sel: np.ndarray) -> list[dict]:
     return out
 
 
-def device_report(rank_trace: RankTrace, device_id: int, run: dict | None = None, *,
-                  step_range: tuple[int, int] | None = None, min_gap_us: float = 5.0,
-                  top: int | None = None) -> dict:
-    """The rank entry of the report JSON (metrics.md "Report JSON") for one device of a rank.
+def device_metrics(rank_trace: RankTrace, device_id: int, run=None, *,
+                   step_range: tuple[int, int] | None = None, min_gap_us: float = 5.0,
+                   top: int | None = None, gap_groups: bool = False) -> DeviceMetrics:
+    """The ``DeviceMetrics`` of one device of a rank.
 
-    Times in it are relative to the rank's first GPU start, carried as ``origin_ts_us``.
-    ``step_range`` (first, last), inclusive, keeps those steps: the whole-trace totals, phases,
-    gaps and kernels then cover their GPU activity only (an empty selection gives empty lists).
-    ``top`` caps the gap and kernel lists (longest, largest first); ``phase`` is None for GPU
-    work launched under no annotation other than ProfilerStep#N.
+    ``step_range`` (first, last), inclusive, keeps those steps: the whole-selection sums,
+    phases, gaps and kernels then cover their GPU activity only. ``top`` caps the gap list
+    (longest first; the kernel table stays whole). ``gap_groups`` also tallies every gap, whole
+    and per step, by (kind, phase group), as ``diff`` compares them.
     """
     tl = device_timeline(rank_trace, device_id, run)
     ev = rank_trace.events
@@ -175,37 +166,114 @@ def device_report(rank_trace: RankTrace, device_id: int, run: dict | None = None
     else:
         whole_ops = int(np.isin(op_step, numbers).sum()) if cpu_steps else None
 
-    whole = totals_of(tl, sel, whole_ops)
-    whole["unassigned_gpu_us"] = (None if tl.steps.source == "none" else
-                                  iv.length(iv.union(tl.start[sel & (step_of < 0)], tl.end[sel & (step_of < 0)])))
-    step_entries = []
+    whole = sums_of(tl, sel, whole_ops)
+    unassigned = (None if tl.steps.source == "none" else
+                  iv.length(iv.union(tl.start[sel & (step_of < 0)], tl.end[sel & (step_of < 0)])))
+    steps = []
     for n in numbers:
         m = step_of == n
         ops = int((op_step == n).sum()) if cpu_steps else None
-        entry = {"step": n, "step_wall_us": tl.steps.wall_us.get(n),
-                 "start_us": float(tl.start[m].min() - first_gpu) if m.any() else None,
-                 "totals": totals_of(tl, m, ops)}
-        step_entries.append(entry)
+        steps.append(StepMetrics(n, tl.steps.wall_us.get(n),
+                                 float(tl.start[m].min() - first_gpu) if m.any() else None,
+                                 sums_of(tl, m, ops)))
 
     gap_list, below = gap_table(tl, sel, min_gap_us=min_gap_us, top=top)
     for g in gap_list:
         g["start_us"] -= first_gpu
     info = rank_trace.devices.get(device_id)
+    out = DeviceMetrics(
+        rank=rank_trace.rank, device_id=device_id, device=info.name if info is not None else None,
+        num_sms=tl.num_sms, origin_ts_us=rank_trace.origin_ts_us + first_gpu,
+        step_source=tl.steps.source, min_gap_us=min_gap_us, whole=whole, unassigned_gpu_us=unassigned,
+        steps=steps, phases=_phase_table(tl, sel), gaps=gap_list, gaps_below=below,
+        kernels=kernel_table(tl, sel), warnings=list(tl.steps.warnings),
+        collectives=collectives(tl, sel), collective_table=collective_table(tl))
+    if tl.is_comm[sel].any():
+        out.warnings += comm_readiness(tl).warnings
+    _kernel_sums(out, tl, sel)
+    if gap_groups:
+        _gap_groups(out, tl, sel)
+    return out
+
+
+def _kernel_sums(out: DeviceMetrics, tl, sel: np.ndarray) -> None:
+    """Per full kernel key: (count, µs) whole and per active step, its class, launching aten
+    ops and phases (what ``diff`` matches kernels by)."""
+    ev = tl.rank.events
+    rows = tl.rows
+    if len(rows) == 0:
+        return
+    # Full keys (name and launch configuration): diff shows the configuration where needed.
+    keys, idx = key_index(tl.rank, rows)
+    dur = tl.end - tl.start
+    step_of = tl.steps.step_of
+    for step, mask in [(None, sel)] + [(s, sel & (step_of == s)) for s in out.active_steps()]:
+        n = np.bincount(idx[mask], minlength=len(keys))
+        us = np.bincount(idx[mask], weights=dur[mask], minlength=len(keys))
+        for i in np.flatnonzero(n):
+            out.kernel_sums[(keys[i], step)] = (int(n[i]), float(us[i]))
+    # A key is one class in practice; comm, then memory, win ties (as in the kernel table).
+    rank_of_class = np.where(tl.is_comm, 2, np.where(tl.is_compute, 0, 1))
+    best = np.zeros(len(keys), dtype=np.int64)
+    np.maximum.at(best, idx, rank_of_class)
+    out.kernel_class = {k: ("compute", "memory", "comm")[c] for k, c in zip(keys, best)}
+    has_op = tl.cpu_op >= 0
+    pairs = np.unique(np.stack([idx[has_op], ev.name[tl.cpu_op[has_op]]]), axis=1)
+    for i, code in pairs.T.tolist():
+        op = ev.names[code]
+        if op.startswith("aten::"):
+            out.launch_ops.setdefault(keys[i], set()).add(op)
+    phase_code = np.where(tl.phase >= 0, ev.name[np.maximum(tl.phase, 0)], -1)
+    for i, code in np.unique(np.stack([idx, phase_code]), axis=1).T.tolist():
+        out.kernel_phases.setdefault(keys[i], set()).add(ev.names[code] if code >= 0 else None)
+
+
+def _gap_groups(out: DeviceMetrics, tl, sel: np.ndarray) -> None:
+    step_of = tl.steps.step_of
+    for step, mask in [(None, sel)] + [(s, sel & (step_of == s)) for s in out.active_steps()]:
+        found, _ = gap_table(tl, mask, min_gap_us=out.min_gap_us, top=None)
+        for g in found:
+            key = ((g["kind"], phase_group(g["phase"])), step)
+            n, us = out.gap_groups.get(key, (0, 0.0))
+            out.gap_groups[key] = (n + 1, us + g["dur_us"])
+
+
+def report_entry(m: DeviceMetrics, top: int | None = None) -> dict:
+    """One rank entry of the report JSON (metrics.md "Report JSON") from a ``DeviceMetrics``;
+    ``top`` caps the gap and kernel lists; ``phase`` is None for GPU work launched under no
+    annotation other than ProfilerStep#N."""
+    whole = sm.totals(m.whole)
+    whole["unassigned_gpu_us"] = m.unassigned_gpu_us
+    gaps = m.gaps if top is None else m.gaps[:max(top, 0)]
+    kernels = m.kernels if top is None else m.kernels[:top]
     return {
-        "rank": rank_trace.rank,
-        "device_id": device_id,
-        "device": info.name if info is not None else None,
-        "num_sms": tl.num_sms,
-        "origin_ts_us": rank_trace.origin_ts_us + first_gpu,
-        "step_source": tl.steps.source,
+        "rank": m.rank,
+        "device_id": m.device_id,
+        "device": m.device,
+        "num_sms": m.num_sms,
+        "origin_ts_us": m.origin_ts_us,
+        "step_source": m.step_source,
         "totals": whole,
-        "steps": step_entries,
-        "phases": _phase_table(tl, sel),
-        "gaps": gap_list,
-        "gaps_below_threshold": below,
-        "kernels": kernel_table(tl, sel, top=top),
-        "warnings": list(tl.steps.warnings),
+        "steps": [{"step": s.step, "step_wall_us": s.wall_us, "start_us": s.start_us,
+                   "totals": sm.totals(s.sums)} for s in m.steps],
+        "phases": m.phases,
+        "gaps": gaps,
+        "gaps_below_threshold": m.gaps_below,
+        "kernels": kernels,
+        "collectives": m.collectives,
+        "warnings": list(m.warnings),
     }
+
+
+def device_report(rank_trace: RankTrace, device_id: int, run=None, *,
+                  step_range: tuple[int, int] | None = None, min_gap_us: float = 5.0,
+                  top: int | None = None) -> dict:
+    """The rank entry of the report JSON for one device of a rank (``device_metrics`` then
+    ``report_entry``). Times in it are relative to the rank's first GPU start, carried as
+    ``origin_ts_us``."""
+    m = device_metrics(rank_trace, device_id, run, step_range=step_range, min_gap_us=min_gap_us,
+                       top=top)
+    return report_entry(m, top)
 
 
 # ------------------------------------------------------------------------- public API

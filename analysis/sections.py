@@ -43,6 +43,7 @@ class Table:
     code: frozenset[int] = frozenset()
     caption: str | None = None
     more: str | None = None      # a line saying what was left out ("... 3 more steps")
+    notes: dict[int, list[str]] = field(default_factory=dict)  # row index (in rows) -> notes
 
 
 Block = Para | Facts | Table

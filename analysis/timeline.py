@@ -33,6 +33,7 @@ class DeviceTimeline:
     is_compute: np.ndarray    # every other kernel
     is_memory: np.ndarray     # memcpy and memset
     b: np.ndarray             # blocks per SM (NaN: unknown)
+    occupancy: np.ndarray     # achieved occupancy % (NaN: not estimated, Kineto's 0 included)
     sm_weight: np.ndarray     # per kernel, in units where "every SM claimed" is sm_threshold
     sm_threshold: float
     launch: np.ndarray        # row of the launch call (-1)
@@ -70,7 +71,7 @@ def cpu_context(rank: RankTrace) -> CpuContext:
     return ctx
 
 
-def device_timeline(rank: RankTrace, device_id: int, run: dict | None = None) -> DeviceTimeline:
+def device_timeline(rank: RankTrace, device_id: int, run=None) -> DeviceTimeline:
     """Everything per GPU event of ``device_id`` on ``rank`` (see ``DeviceTimeline``)."""
     ev = rank.events
     rows = np.flatnonzero(np.isin(ev.cat, GPU_ACTIVITY) & (ev.pid == device_id))
@@ -101,6 +102,10 @@ def device_timeline(rank: RankTrace, device_id: int, run: dict | None = None) ->
         sm_threshold = 1.0
     b[~is_kernel] = np.nan
     sm_weight[~is_kernel] = 0.0
+    # Kineto writes 0 where it could not estimate occupancy (cuBLAS/nvjet kernels on Hopper,
+    # about half of an H200 step's kernels): a running kernel never has 0%, so 0 means unknown.
+    occ = ev.occupancy_pct[rows]
+    occupancy = np.where(occ > 0, occ, np.nan)
 
     x, f = iv.step_function(start[is_compute], end[is_compute], sm_weight[is_compute])
     full_sm = iv.where(x, f >= sm_threshold)
@@ -114,5 +119,5 @@ def device_timeline(rank: RankTrace, device_id: int, run: dict | None = None) ->
     kind = sb.classify(ev.names, ev.name[rows], np.where(cpu_op >= 0, ev.name[np.maximum(cpu_op, 0)], -1),
                        under_eager)
     return DeviceTimeline(rank, device_id, num_sms, rows, start, end, is_kernel, is_comm, is_compute,
-                          is_memory, b, sm_weight, sm_threshold, launch, steps, phase, cpu_op, kind,
+                          is_memory, b, occupancy, sm_weight, sm_threshold, launch, steps, phase, cpu_op, kind,
                           full_sm)

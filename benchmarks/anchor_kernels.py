@@ -8,7 +8,7 @@ softcapped cross-entropy forward and backward. Every time is the median of repla
 graph of one call (``triton.testing.do_bench_cudagraph``), taken twice per side in alternation
 (ours, record, ours, record), so that the spread between the two rounds shows the noise. Before
 timing, both sides' outputs are checked against float64 on fresh random inputs with the kernel
-tests' rule (``speedtrace.kernels.checks``: max error at most twice the PyTorch reference's in
+tests' rule (``tests/kernel_checks.py``: max error at most twice the PyTorch reference's in
 the kernel's dtype, plus 1e-6; e5m2 outputs within one e5m2 step).
 
 Fetch the record's files (once):
@@ -65,6 +65,14 @@ def smoke_shapes() -> None:
     import torch
     # The record's MLP wrapper sizes its persistent grid from the GPU: give it a few "SMs".
     torch.cuda.get_device_properties = lambda *_: types.SimpleNamespace(multi_processor_count=3)
+
+
+def kernel_checks():
+    """The kernel tests' float64 checks (tests/kernel_checks.py), which ship with the checkout."""
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
+    import kernel_checks
+    return kernel_checks
 
 
 def import_kernels():
@@ -151,7 +159,7 @@ def check_ce(fwd, bwd, label: str):
     """losses, lse and the e5m2 logits gradient of one implementation against float64."""
     import torch
 
-    from speedtrace.kernels import checks
+    checks = kernel_checks()
     from speedtrace.kernels import reference as R
     rows, vocab = CE_CHECK_ROWS, CE[1]
     logits = (torch.randn(rows, vocab, device=DEVICE) * 6).to(torch.bfloat16)
@@ -173,7 +181,7 @@ def check_ce(fwd, bwd, label: str):
 
 
 def _check(kernel, output, shape, out, ref, exact):
-    from speedtrace.kernels import checks
+    checks = kernel_checks()
     err, ref_err = checks.max_error(out, exact), checks.max_error(ref, exact)
     bound = 2 * ref_err + 1e-6
     return checks.Check(kernel, output, shape, err, ref_err, bound, None, err <= bound)
@@ -181,7 +189,7 @@ def _check(kernel, output, shape, out, ref, exact):
 
 def correctness(ours: dict, rec: dict) -> dict:
     """Check results per side: 'ours' and 'record'."""
-    from speedtrace.kernels import checks
+    checks = kernel_checks()
     result = {}
     for side, impl in (("ours", ours), ("record", rec)):
         found = checks.check_transposes(*TRANSPOSE, DEVICE, copy=impl["transpose_copy"], add=impl["transpose_add"])

@@ -17,9 +17,12 @@ A "+nogc" suffix freezes and disables Python's garbage collector for that window
 memory from that window on (for the rest of the process). ``--host-stats`` records per step where
 the host's time went: this process's CPU time and system time, the main thread's CPU time and
 involuntary context switches, page faults, other processes' CPU time and steal time; it prints a
-line per window (``--probe-log`` adds the timings of ``benchmarks/host_probe.py`` running beside it).
+line per window (``--probe-log`` adds the timings of ``dev/host_probe.py`` running beside it).
 
     python -P benchmarks/bench_dilation.py --data DIR --out OUT [--variant parent] [--unprofiled 50]
+
+DIR holds training shards of the speedrun config (benchmarks/synth_data_parallel.py writes
+synthetic ones; FineWeb shards work too). Needs one CUDA GPU.
 
 Two variants can compile side by side on one GPU and still time their steps one at a time, on a
 quiet host: the second signals --ready when warmed up, the first waits for it (--wait-for), runs
@@ -86,7 +89,7 @@ class HostStats:
 
 
 def probe_median(path: str, steps: list[dict]) -> float | None:
-    """Median of benchmarks/host_probe.py's timings taken while ``steps`` ran (by wall clock)."""
+    """Median of dev/host_probe.py's timings taken while ``steps`` ran (by wall clock)."""
     begin, end = steps[0]["start"], steps[-1]["start"] + steps[-1]["host_ms"] / 1e3
     times = []
     for line in Path(path).read_text().splitlines():
@@ -250,14 +253,16 @@ def loader_times(trainer, n: int = 24) -> str:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--variant", choices=["record", "parent"], default="record")
-    ap.add_argument("--revert", default=None)
-    ap.add_argument("--start-step", type=int, default=10)
-    ap.add_argument("--unprofiled", type=int, default=50)
-    ap.add_argument("--active", type=int, default=6)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, metavar="DIR", help="folder of training shards for the speedrun config")
+    ap.add_argument("--out", required=True, metavar="OUT", help="trace sets go to OUT/<label>/, with dilation.json")
+    ap.add_argument("--variant", choices=["record", "parent"], default="record",
+                    help="trainer variant (parent: all four PR #233 changes reverted)")
+    ap.add_argument("--revert", default=None, help="comma list of single changes to revert (as speedtrace train)")
+    ap.add_argument("--start-step", type=int, default=10, help="step number of the first step run (default 10, in stage 1)")
+    ap.add_argument("--unprofiled", type=int, default=50,
+                    help="unprofiled steps timed before the first window (later windows: 10)")
+    ap.add_argument("--active", type=int, default=6, help="profiled steps per window (default 6)")
     ap.add_argument("--configs", default="cpu+cuda,cuda", help="comma list of: cpu+cuda, cuda, shapes, each optionally "
                     "with +graphs (CUDA-graph micro-batches), +launches (Inductor's per-launch records on), "
                     "then +uncached (Inductor's full launch path), then @wU and/or @aA (schedule warm-up "
@@ -267,7 +272,7 @@ def main():
     ap.add_argument("--host-stats", action="store_true",
                     help="record per step where the host's time went (/proc; Linux) and print a line per window")
     ap.add_argument("--probe-log", default=None, metavar="FILE",
-                    help="with --host-stats: the log of benchmarks/host_probe.py running beside this run; "
+                    help="with --host-stats: the log of dev/host_probe.py running beside this run; "
                          "each window gets the probe's median during its unprofiled and profiled steps")
     ap.add_argument("--check-graphs", type=int, default=0, metavar="N",
                     help="first compare N steps with CUDA graphs against eager ones (0: skip)")
@@ -280,10 +285,11 @@ def main():
 
     import torch
 
-    from speedtrace.trainer.config import get_config
-    from speedtrace.trainer.train import Trainer, parse_reverts
+    from speedtrace.commands.trainer_options import revert_names
+    from speedtrace.trainer.config import get_config, reverts_for
+    from speedtrace.trainer.train import Trainer
 
-    reverts = parse_reverts(args.variant, args.revert)
+    reverts = reverts_for(args.variant, revert_names(args.revert))
     cfg = get_config("speedrun").with_reverts(reverts)
     torch.empty(1, device="cuda", requires_grad=True).backward()
     trainer = Trainer(cfg, "cuda", args.data, None, val_every=-1, start_step=args.start_step)

@@ -8,19 +8,19 @@ per SM.
 
 How each is timed (the "timing" field: kernel/eager/compiled):
 - our kernels: replays of a CUDA graph of the call (triton.testing.do_bench_cudagraph; no L2 flush
-  between replays), "graph". Back-to-back eager calls of a ~50 µs kernel are close to host-bound
-  (custom-op dispatcher + Triton launcher), which made three runs of one day swing by 2×; in the
+  between replays), "graph". Back-to-back eager calls of a kernel of tens of µs are close to
+  host-bound (custom-op dispatcher + Triton launcher), so their times swing with the host; in the
   trainer these launches sit in compiled graphs, and their host cost is measured by the dilation.
   A call that cannot be captured (e.g. a CPU scalar copied to the GPU) falls back to the stream.
 - the references and the ceilings: triton.testing.do_bench on the stream (L2 flushed), "stream":
-  cuBLAS picks other algorithms under graph capture (bmm measured 65 µs captured vs 58 µs on the
-  stream), and the 2 GiB device-to-device copy measured 2.77 TB/s captured vs 4.25 on the stream.
+  under graph capture cuBLAS picks other (slower) algorithms and the device-to-device copy runs
+  well below its stream bandwidth (benchmarks/RESULTS.md).
 
 Usage:
 
-    python benchmarks/bench_kernels.py [--json PATH]
+    python -P benchmarks/bench_kernels.py [--json PATH]
 
-benchmarks/check_kernels_gpu.py runs the correctness checks first and then this.
+The same kernels' correctness at these shapes: ``pytest -m gpu tests/gpu/test_kernels_gpu.py``.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from speedtrace.trainer.data import MarkovSource, TrainLoader, write_shard
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--doc-len", type=float, default=24.0)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--doc-len", type=float, default=24.0, help="mean content tokens of a document (24)")
     args = ap.parse_args()
     bos = speedrun().model.bos_id
     with tempfile.TemporaryDirectory() as d:

@@ -1,6 +1,9 @@
 """HTA against speedtrace on the same inputs: wall time and peak memory, side by side.
 
-    python benchmarks/bench_report.py [--runs 3] [--big /tmp/speedtrace-big-trace] [--append]
+    python benchmarks/bench_report.py [TRACE ...] [--runs 3] [--big DIR] [--append FILE]
+
+TRACE is a trace file or a directory of rank files (default: the bundled h200-speedrun and
+nccl-a100 samples).
 
 Each tool runs as a fresh process per run, timed end to end (interpreter start included), with
 the summed RSS of its process tree sampled every 20 ms (benchmarks/rss.py):
@@ -12,7 +15,7 @@ the summed RSS of its process tree sampled every 20 ms (benchmarks/rss.py):
 CPU time (user + system of the whole process tree) is shown too: on a shared machine it is
 steadier than wall time. Both read the same directory (single traces are copied into a temporary one, as HTA wants a
 directory). Peak memory is reported above the RSS of a bare ``import speedtrace.analysis``.
-The big input is made by benchmarks/make_big_trace.py and skipped when absent.
+The big input (--big) is made by benchmarks/make_big_trace.py and skipped when absent.
 """
 
 from __future__ import annotations
@@ -33,15 +36,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rss import measure  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-TRACES = REPO.parent / "shared" / "data" / "external-traces"
-SINGLE_INPUTS = {
-    "h200 record-233 (record_shapes)": TRACES / "h200-speedrun-record233" / "rank-0.trace.json.gz",
-    "h200 record-233 (no shapes)": TRACES / "h200-speedrun-record233-noshapes" / "rank-0.trace.json.gz",
-    "hta-nccl-a100": TRACES / "hta-nccl-a100" / "nccl_data.json.gz",
-}
+SAMPLES = Path(__file__).resolve().parents[1] / "speedtrace" / "samples"
+DEFAULT_INPUTS = [SAMPLES / "h200-speedrun" / "rank-0.trace.json.gz", SAMPLES / "nccl-a100" / "nccl_data.json.gz"]
 DEFAULT_BIG = Path(tempfile.gettempdir()) / "speedtrace-big-trace"
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 HTA_SCRIPT = """
 import sys
@@ -52,6 +49,23 @@ analysis.get_comm_comp_overlap(visualize=False)
 """
 LOAD_ONLY = "import sys; from speedtrace.analysis.load import load; load(sys.argv[1], progress=False)"
 BASELINE = "import speedtrace.analysis, time; time.sleep(0.5)"
+
+
+def label_of(path: Path) -> str:
+    """A trace file is named by its folder (rank-0.trace.json.gz says little), a directory by itself."""
+    return path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
+
+
+def versions() -> str:
+    from importlib import metadata
+
+    found = [f"Python {platform.python_version()}"]
+    for dist in ("speedtrace", "traceinsight", "HolisticTraceAnalysis"):
+        try:
+            found.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
 
 
 def uncompressed_size(path: Path) -> int:
@@ -98,27 +112,34 @@ def run_many(cmd: list[str], runs: int, timeout_s: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", type=Path, metavar="TRACE",
+                   help="trace files or directories of rank files (default: the bundled h200-speedrun and "
+                        "nccl-a100 samples)")
     p.add_argument("--runs", type=int, default=3, help="runs per tool and input; medians are shown (3)")
     p.add_argument("--big", type=Path, default=DEFAULT_BIG, help=f"generated big trace set ({DEFAULT_BIG})")
     p.add_argument("--big-runs", type=int, default=1, help="runs per tool on the big set (1)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds before a run is abandoned")
     p.add_argument("--no-hta", action="store_true", help="measure speedtrace only")
     p.add_argument("--machine", default=f"{os.cpu_count()}-core CPU box ({platform.machine()})")
-    p.add_argument("--append", action="store_true", help=f"append the table to {RESULTS.name}")
+    p.add_argument("--append", type=Path, metavar="FILE",
+                   help="also append the table, with its date, machine, versions and command, to FILE")
     args = p.parse_args(argv)
 
     workers = os.cpu_count() or 1
     tmp = Path(tempfile.mkdtemp(prefix="speedtrace-bench-"))
     try:
         inputs = []
-        for label, src in SINGLE_INPUTS.items():
-            if not src.exists():
-                print(f"skipped {label}: {src} not found", file=sys.stderr)
+        for i, src in enumerate(args.inputs or DEFAULT_INPUTS):
+            if src.is_dir():
+                inputs.append((label_of(src), src, args.runs))
                 continue
-            d = tmp / src.parent.name
+            if not src.is_file():
+                print(f"skipped {src}: not found", file=sys.stderr)
+                continue
+            d = tmp / f"input-{i}"   # HTA wants a directory
             d.mkdir()
             shutil.copy(src, d / src.name)
-            inputs.append((label, d, args.runs))
+            inputs.append((label_of(src), d, args.runs))
         if args.big.is_dir() and trace_files(args.big):
             inputs.append((f"generated {len(trace_files(args.big))}-rank set", args.big, args.big_runs))
         else:
@@ -150,11 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.append:
         cmd = "python benchmarks/bench_report.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        with open(RESULTS, "a") as f:
-            if not RESULTS.exists() or RESULTS.stat().st_size == 0:
-                f.write("# Benchmark results\n")
+        with open(args.append, "a") as f:
             f.write(f"\n## Trace loading and report: HTA vs speedtrace ({datetime.date.today()})\n\n"
-                    f"- machine: {args.machine}\n- command: `{cmd.strip()}`\n- speedtrace side: {st_what}\n"
+                    f"- machine: {args.machine}\n- versions: {versions()}\n- command: `{cmd.strip()}`\n"
+                    f"- speedtrace side: {st_what}\n"
                     f"- wall time and peak summed RSS of the process tree (medians of runs as noted; "
                     f"peak less {base / 1e6:.0f} MB, the RSS of a bare `import speedtrace.analysis`); "
                     f"'at once' = the uncompressed size of the files parsed concurrently "

@@ -6,7 +6,7 @@
 # the kernel harness compiles; then, the trainers idle, the kernels are checked and timed; then
 # each trainer in turn times and profiles its stage-1 steps; the diffs and tables come last.
 # Shards: web-text-like document lengths (speedtrace data synth's default, lognormal mean 650).
-source benchmarks/gpu_shim.sh
+source dev/gpu_shim.sh
 set -o pipefail
 work=${WORK:-/tmp/anchor-run}
 rm -rf "$work" && mkdir -p "$work"

@@ -2,9 +2,9 @@
 
     python benchmarks/make_big_trace.py /tmp/big-trace [--size-gb 1.0] [--ranks 8] [--source TRACE]
 
-Each rank file repeats the events of a real trace (default: the H200 record-233 trace in
-../shared/data) copy after copy, so the per-category mix, kernel args and nesting are the real
-ones. Each copy is shifted to start after the previous one ends and stretched by a random factor
+Each rank file repeats the events of a real trace (default: the bundled h200-speedrun sample, one
+record-233 step on an H200) copy after copy, so the per-category mix, kernel args and nesting are
+the real ones. Each copy is shifted to start after the previous one ends and stretched by a random factor
 of 1 ± 2 % around its own start (an affine map keeps every parent around its children); GPU
 activity durations are also shortened by up to 5 % (a shorter leaf stays inside its parent and
 never collides with its stream neighbours). Correlation, External and flow ids are offset per
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import msgspec
 
-DEFAULT_SOURCE = (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "external-traces"
-                  / "h200-speedrun-record233-noshapes" / "rank-0.trace.json.gz")
+DEFAULT_SOURCE = (Path(__file__).resolve().parents[1] / "speedtrace" / "samples" / "h200-speedrun"
+                  / "rank-0.trace.json.gz")
 GPU_CATS = {"kernel", "Kernel", "gpu_memcpy", "gpu_memset"}
 ID_ARGS = ("correlation", "External id")
 
@@ -121,11 +121,11 @@ def write_rank(out: Path, rank: int, ranks: int, src: dict, target_bytes: int, s
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out_dir", type=Path)
+    p.add_argument("out_dir", type=Path, help="folder for rank-N.trace.json (created if missing)")
     p.add_argument("--size-gb", type=float, default=1.0, help="total uncompressed size (1.0)")
     p.add_argument("--ranks", type=int, default=8, help="rank files (8)")
-    p.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="trace whose events are repeated")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="trace whose events are repeated (default: the bundled h200-speedrun sample)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-copy stretch factors (0)")
     args = p.parse_args(argv)
     if not args.source.exists():
         print(f"{args.source}: source trace not found", file=sys.stderr)

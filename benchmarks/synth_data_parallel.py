@@ -35,16 +35,17 @@ def _one(job):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("dir")
-    ap.add_argument("--train-shards", type=int, default=40)
-    ap.add_argument("--val-shards", type=int, default=1)
-    ap.add_argument("--shard-tokens", type=int, default=1 << 20)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dir", help="output folder (created if missing); also gets synth.json")
+    ap.add_argument("--train-shards", type=int, default=40, help="train shards (40)")
+    ap.add_argument("--val-shards", type=int, default=1, help="validation shards (1)")
+    ap.add_argument("--shard-tokens", type=int, default=1 << 20, help="tokens per train shard (1048576)")
     # A validation window (262,144 tokens per micro-batch at world size 1) never spans two shards.
-    ap.add_argument("--val-shard-tokens", type=int, default=1 << 24)
-    ap.add_argument("--doc-lengths", choices=["lognormal", "geometric"], default="lognormal")
-    ap.add_argument("--doc-len", type=float, default=650.0, help="mean content tokens a document")
-    ap.add_argument("--doc-sigma", type=float, default=1.0, help="lognormal: sigma of the log length")
+    ap.add_argument("--val-shard-tokens", type=int, default=1 << 24, help="tokens per validation shard (16777216)")
+    ap.add_argument("--doc-lengths", choices=["lognormal", "geometric"], default="lognormal",
+                    help="document length distribution (lognormal: long-tailed, like web text)")
+    ap.add_argument("--doc-len", type=float, default=650.0, help="mean content tokens a document (650)")
+    ap.add_argument("--doc-sigma", type=float, default=1.0, help="lognormal: sigma of the log length (1.0)")
     args = ap.parse_args()
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ gradient with respect to pre. Two variants compute the same thing:
 
 Both launch through ``torch.library.wrap_triton`` (the ops are ``triton_op``s, kernels/ops.py), so
 torch.compile writes the launch into its generated code: no dispatcher and no Python wrapper per
-call, which on the H200 halved the host time of the MLP layers (benchmarks/RESULTS.md). That is
-also why the descriptors are made on the device: the tracing of wrap_triton cannot carry host
+call, which keeps the host time of the MLP layers down in a step that is close to host-bound. That
+is also why the descriptors are made on the device: the tracing of wrap_triton cannot carry host
 ``TensorDescriptor`` arguments.
 """
 

@@ -28,8 +28,8 @@ if INTERPRET:
     _SMALL = dict(BLOCK=16, BLOCK_K=16, PAIR=1, num_warps=4, num_stages=1, PROGRAMS_PER_SM=0)
     CONFIGS = {kind: {"other": _SMALL} for kind in ("xxt", "xtx", "ba_plus_caa")}
 else:
-    # {product: {reduction depth or "other": config}}; benchmarks/tune_kernels.py prints these
-    # (best of its H200 sweep of 2026-11-29, benchmarks/RESULTS.md).
+    # {product: {reduction depth or "other": config}}; dev/tune_kernels.py prints these (the best
+    # of its sweep on an H200 at the trainer's shapes).
     # Three stages of 128×64 slabs take 96 KiB of shared memory, so two programs share an SM and
     # one's epilogue overlaps the other's loads (the record's four stages allow one).
     CONFIGS = {

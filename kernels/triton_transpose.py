@@ -27,7 +27,7 @@ if INTERPRET:
     _SMALL = dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, M_FASTEST=True, PROGRAMS_PER_SM=0, num_stages=1)
     CONFIGS = {"other": {"copy": _SMALL, "add": _SMALL}}
 else:
-    # {element size in bytes or "other": {"copy"/"add": config}}; benchmarks/tune_kernels.py prints these.
+    # {element size in bytes or "other": {"copy"/"add": config}}; dev/tune_kernels.py prints these.
     CONFIGS = {
         2: {
             "copy": dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, M_FASTEST=True, PROGRAMS_PER_SM=0, num_stages=1),

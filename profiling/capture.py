@@ -20,20 +20,19 @@ from pathlib import Path
 from typing import Callable
 
 from speedtrace.errors import warn
+from speedtrace.profiling import runinfo
 from speedtrace.profiling.markers import MARKER_KERNEL, launch_marker
 from speedtrace.profiling.runmeta import cpu_steal_ms, environment
 from speedtrace.profiling.verdict import DILATION_TARGETS, dilation_note, host_bound
 
 # "timing" keeps dilation lowest; "full" keeps every CPU op and annotation (no shapes/stacks).
 MODES = ("timing", "full")
-# Timing mode's activities (benchmarks/RESULTS.md, "Profiler dilation"). A step that launches its
-# kernels one by one is close to host-bound on the H200: the bundled trainer's dilation was within
-# 1.03 in 5 of 8 windows with CUDA only (median 1.017) and in 6 of 12 with CPU+CUDA without shapes
-# (median 1.039), so such a step is traced CUDA-only, with marker kernels for its steps. With its
-# micro-batches replayed as CUDA graphs the host is done less than half-way into the step, and
-# CPU+CUDA, which keeps the phases, optimizer ranges and gap causes, was within 1.03 in 10 of 10
-# windows, record and parent (median 1.008; CUDA only 5 of 5, median 1.007): that is the choice
-# for a graphed step.
+# Timing mode's activities, keyed by whether the step replays CUDA graphs. A step that launches
+# its kernels one by one keeps its host busy for most of the step, so CPU events (a callback per
+# op and launch) push it onto the critical path: it is traced CUDA-only, with marker kernels for
+# its steps. A graphed step's host finishes long before its GPU, so it can afford CPU+CUDA, which
+# keeps the phases, the optimizer's ranges and the gap causes. The measurements behind the choice
+# are in benchmarks/RESULTS.md ("Evidence for the profiler's defaults").
 TIMING_ACTIVITIES = {False: "cuda", True: "cpu+cuda"}   # keyed by "the step replays CUDA graphs"
 ACTIVITY_CHOICES = ("cuda", "cpu+cuda", "cpu")
 
@@ -58,8 +57,7 @@ class ProfileSettings:
     launch_records: bool = False
     # Calls of step_fn(first_step) under a profiler session that is thrown away, before the
     # unprofiled steps. A process's first profiler session runs slower throughout, beyond the
-    # schedule's warm-up steps (H200, CUDA only: dilation 1.09 in a process's first session, 1.005
-    # for the same configuration later in it; benchmarks/RESULTS.md), so its start-up is paid here.
+    # schedule's warm-up steps (benchmarks/RESULTS.md), so its start-up is paid here.
     startup_steps: int = 1
     # The step replays CUDA graphs (the bundled trainer's --cuda-graphs): its host work is small,
     # so timing mode can afford CPU events. Recorded in run.json.
@@ -212,10 +210,14 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
     med_u, med_p = _median_ms(unprofiled_ms), _median_ms(profiled_ms)
     dilation = (med_p / med_u) if (med_u and med_p) else None
     log(f"profiled: {len(profiled_ms)} steps, median {med_p:.2f} ms, dilation {dilation:.3f}")
-    run = {
-        "schema": "speedtrace.run/1",
+    # The user's metadata: fields run.json knows (the trainer's config, variant, ...) stay at the
+    # top level, where older runs have them; anything else goes under "metadata".
+    given = dict(settings.metadata)
+    extra = {k: given.pop(k) for k in list(given) if k not in runinfo.FIELDS or k == "metadata"}
+    fields = {
+        "schema": runinfo.SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **settings.metadata,
+        **given,
         "mode": settings.mode,
         "activities": activities,
         "record_shapes": settings.record_shapes,
@@ -245,9 +247,15 @@ def profile(step_fn: Callable[[int], object], settings: ProfileSettings, *, rank
         "unprofiled_peak_allocated_mib": round(peak_mib, 1) if peak_mib is not None else None,
         "unprofiled_peak_reserved_mib": round(reserved_mib, 1) if reserved_mib is not None else None,
         "environment": environment(),
+        "step_markers": {"kernel": MARKER_KERNEL, "steps": active_steps} if use_markers else None,
+        "metadata": extra or None,
     }
-    if use_markers:
-        run["step_markers"] = {"kernel": MARKER_KERNEL, "steps": active_steps}
+    info, problems = runinfo.from_dict(fields, "ProfileSettings.metadata")
+    for problem in problems:
+        warn(problem)
+    # Measurements that came out empty are written as null; optional parts are left out.
+    run = runinfo.to_dict(info, keep=tuple(k for k, v in fields.items()
+                                           if v is not None or k not in ("step_markers", "metadata")))
     if rank == 0:
         (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
         note = dilation_note(run)

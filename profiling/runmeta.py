@@ -61,9 +61,9 @@ def environment() -> dict:
     return {
         "git_revision": git_revision(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "triton": triton_version,
-        "cuda": torch.version.cuda,
+        "cuda": None if torch.version.cuda is None else str(torch.version.cuda),
         "devices": device_properties(),
         "host": platform.node(),
     }

@@ -24,33 +24,23 @@ def use_cuda_graphs(choice: str, mode: str, device: str) -> bool:
     return choice == "on"
 
 
-def profile_trainer(args) -> dict:
-    import torch
-
-    from speedtrace.trainer.config import get_config
+def profile_trainer(args, cfg, device: str) -> dict:
+    """Profile ``cfg`` (a checked TrainConfig, its reverts applied) on ``device`` with the
+    settings of ``speedtrace profile``'s parsed arguments ``args``."""
     from speedtrace.trainer.distributed import setup, teardown
     from speedtrace.trainer.logs import RunLog
     from speedtrace.trainer.schedule import Schedule
-    from speedtrace.trainer.train import Trainer, parse_reverts, resolve_data
+    from speedtrace.trainer.train import Trainer, resolve_data
 
-    try:
-        cfg = get_config(args.config)
-    except ValueError as exc:
-        raise SpeedtraceError(str(exc)) from None
-    reverts = parse_reverts(args.variant, args.revert)
-    cfg = cfg.with_reverts(reverts)
+    reverts = cfg.reverts
     out = Path(args.out)
     sched = Schedule(cfg)
     n_steps = args.unprofiled + args.wait + args.warmup + args.active
     last = args.start_step + n_steps - 1
-    if not 0 <= args.start_step or last >= sched.total_steps:
-        raise SpeedtraceError(f"--start-step {args.start_step}: the {n_steps} steps to run must end "
-                              f"before step {sched.total_steps}")
     if sched.stage_of(args.start_step) != sched.stage_of(last):
         raise SpeedtraceError(f"steps {args.start_step}..{last} cross a stage boundary: the unprofiled "
                               "and profiled steps must share one stage (choose another --start-step)")
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     graphs = use_cuda_graphs(args.cuda_graphs, args.mode, device)
     place = setup(device, cfg.micro_batches)
     try:

@@ -17,6 +17,8 @@ from speedtrace.errors import SpeedtraceError
 COMMANDS = {
     "report": ("report", "summarise a torch.profiler trace or a directory of per-rank traces"),
     "diff": ("diff", "compare a trace (set) before and after a change"),
+    "timeline": ("timeline", "draw the GPU timeline of a trace (set) as one offline HTML file"),
+    "annotate": ("annotate", "write a trace with speedtrace's counters and gap/phase tracks for Perfetto"),
     "compare-runs": ("compare_runs", "compare groups of training logs statistically"),
     "train": ("train", "run the bundled record-233 speedrun trainer"),
     "profile": ("profile", "profile training steps of the bundled trainer and write a trace set"),

@@ -12,10 +12,12 @@ RECORD_LOGS = SHARED / "data" / "record-233-logs"
 
 
 def shared_path(*parts) -> Path:
-    """A path under ../shared/data; the test is skipped when that data is not beside the repo."""
+    """A path under the project's data folder (../shared/data beside the checkout, or
+    $SPEEDTRACE_SHARED/data). That data is not in the repository: the test is skipped without it."""
     p = SHARED.joinpath("data", *parts)
     if not p.exists():
-        pytest.skip(f"{p} not present")
+        where = "/".join(("../shared/data",) + parts)
+        pytest.skip(f"needs {where} (not in the repository; set SPEEDTRACE_SHARED to the folder holding data/)")
     return p
 
 

@@ -1,4 +1,4 @@
-"""The attention mask of spec §2 and its dense and flex_attention backends, against brute force."""
+"""The attention mask of docs/trainer.md ("Attention") and its dense and flex_attention backends, against brute force."""
 
 import math
 import warnings

@@ -25,15 +25,12 @@ from conftest import shared_path
 from synth import Trace
 
 from speedtrace.analysis import kernel_match as km
-from speedtrace.analysis.diff import (
-    build_diff,
-    gap_status,
-    kernel_status,
-    pool,
-    significance,
-)
-from speedtrace.analysis.diff_render import render_markdown, render_text
+from speedtrace.analysis import sums as sm
+from speedtrace.analysis.diff import build_diff, gap_status, kernel_status
+from speedtrace.analysis.diff_sections import diff_sections
 from speedtrace.analysis.load import load
+from speedtrace.analysis.noise import significance
+from speedtrace.analysis.render import render
 from speedtrace.cli import main
 
 STEP_US = 1000.0
@@ -189,11 +186,11 @@ def test_significance_twice_the_pooled_spread_then_welch():
 
 
 def test_pool_recomputes_percentages_from_parts():
-    rows = [{"overlap_us": 10.0, "comm_us": 20.0, "span_us": 100.0, "_sm_busy_us": 50.0,
-             "_occ_weighted": 300.0, "_occ_weight": 10.0, "comp_comm_overlap_pct": 50.0},
-            {"overlap_us": 30.0, "comm_us": 40.0, "span_us": 300.0, "_sm_busy_us": 270.0,
-             "_occ_weighted": 100.0, "_occ_weight": 10.0, "comp_comm_overlap_pct": 75.0}]
-    p = pool(rows)
+    rows = [sm.Sums(overlap_us=10.0, comm_us=20.0, span_us=100.0, sm_busy_us=50.0,
+                    occ_weighted_us=300.0, occ_weight_us=10.0),
+            sm.Sums(overlap_us=30.0, comm_us=40.0, span_us=300.0, sm_busy_us=270.0,
+                    occ_weighted_us=100.0, occ_weight_us=10.0)]
+    p = sm.totals(sm.mean(rows))
     assert p["comp_comm_overlap_pct"] == pytest.approx(100 * 40 / 60)   # not (50 + 75) / 2
     assert p["est_sm_efficiency_pct"] == pytest.approx(100 * 320 / 400)
     assert p["achieved_occupancy_pct"] == pytest.approx(400 / 20)
@@ -261,7 +258,7 @@ def test_verdict_names_the_changes(doc):
     assert "idle time fell 50.0 µs" in v
     assert "triton_poi_fused__to_copy_add_lerp_mul absorbed 1 eager lerp kernel" in v
     assert "old_kernel is gone" in v
-    assert "idle gaps in 'optimizer' disappeared (50.0 µs)" in v
+    assert "Idle gaps in 'optimizer' disappeared (50.0 µs)" in v
     assert "kernel count fell from 5 to 3" in v
 
 
@@ -351,13 +348,13 @@ def test_means_over_ranks(tmp_path):
 
 
 def test_renderers_show_changes_and_verdict_last(doc):
-    text = render_text(doc)
+    text = render(diff_sections(doc), 'text')
     assert "triton_poi_fused__to_copy_add_lerp_mul" in text
     assert "renamed from triton_poi_fused__to_copy_add_mul" in text
     assert "absorbed lerp_kernel (1, 10.0 µs)" in text
     assert "gemm_kernel" not in text.split("kernel changes")[1].split("select_backward")[0]  # same
     assert text.rstrip().splitlines()[-1].strip() == doc["verdict"].splitlines()[-1]
-    md = render_markdown(doc)
+    md = render(diff_sections(doc), 'md')
     assert "## Kernel changes" in md and md.index("## Verdict") > md.index("## Gap groups that changed")
 
 
@@ -430,12 +427,12 @@ def test_comm_exposed_after(tmp_path):
     v = d["verdict"]
     assert "exposed communication rose 50.0 µs" in v and "comm/compute overlap fell from 100.0% to 0.0%" in v
     assert "comm on full SMs fell 50.0 µs (\u2212100.0%)" in v
-    assert "exposed communication in 'comm' appeared (50.0 µs)" in v
-    assert "comm on full SMs: 50.0 → 0.0 µs" in render_text(d)
+    assert "Exposed communication in 'comm' appeared (50.0 µs)" in v
+    assert "comm on full SMs: 50.0 → 0.0 µs" in render(diff_sections(d), 'text')
 
 
 def test_compiled_graph_phases_group_without_their_hash():
-    from speedtrace.analysis.diff import phase_group
+    from speedtrace.analysis.metrics import phase_group
 
     assert phase_group("## Call CompiledFxGraph fly3c4t7rapjaw653kmost6gkacelgalnvuv2suesqjzru5clipe ##") \
         == "## Call CompiledFxGraph ##"
@@ -444,7 +441,7 @@ def test_compiled_graph_phases_group_without_their_hash():
 
 
 def test_real_record_traces_with_and_without_record_shapes():
-    # The same record-233 steps traced with record_shapes on and off (../shared/data README).
+    # The same record-233 steps traced with record_shapes on and off (data README; outside the repo).
     root = "external-traces"
     d = build_diff(load(shared_path(root, "h200-speedrun-record233")),
                    load(shared_path(root, "h200-speedrun-record233-noshapes")))

@@ -1,7 +1,7 @@
 """The MLP ops are triton_ops: tracing their launchers must give a graph that holds the Triton
 kernel itself (not an opaque call), which is what lets Inductor emit the launch in its generated
 code. Their numbers are checked under the interpreter (test_kernels_triton.py) and on the GPU,
-eager and compiled (benchmarks/check_kernels_gpu.py).
+eager and compiled (tests/gpu/test_kernels_gpu.py).
 """
 
 import os

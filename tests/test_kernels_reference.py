@@ -7,11 +7,11 @@ test_kernels_triton.py (interpreter) and tests/gpu/test_kernels_gpu.py.
 import math
 import os
 
+import kernel_checks as checks
 import pytest
 import torch
 
 import speedtrace.kernels as K
-from speedtrace.kernels import checks
 from speedtrace.kernels import reference as R
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",

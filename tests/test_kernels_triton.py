@@ -21,8 +21,9 @@ if not INTERPRETED:
         run_file_in_child(__file__, TRITON_INTERPRET="1")
 
 else:
+    import kernel_checks as checks
+
     import speedtrace.kernels as K
-    from speedtrace.kernels import checks
     from speedtrace.kernels import reference as R
     from speedtrace.kernels._dispatch import last_launch
 

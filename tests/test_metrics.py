@@ -141,6 +141,9 @@ def test_nccl_queued_behind_full_sm_compute(tmp_path):
          z      [175,188) grid 44, b .333333
          nccl2  [190,200)                                155..157  queued 33, [175,185) full
     x+y+z hold 132 blocks = every SM on [175,185), although their printed b sum to .999999.
+    No event links: nccl1 is ready at its launch end (65), nccl2 when nccl1, ahead of it on
+    stream 9, ends (180). Ready but not started: [65,150) and [180,190) = 95 µs, of which
+    [65,150) and [180,185) = 90 with every SM held; waiting for inputs: [157,180) = 23.
     """
     t = Trace()
     t.launch_kernel("big", 30, 50, 100, grid=264)
@@ -149,8 +152,9 @@ def test_nccl_queued_behind_full_sm_compute(tmp_path):
         t.kernel(name, s, d, stream=7 if name == "x" else 8, grid=44, blocks_per_sm=0.333333)
     t.launch_kernel(NCCL, 155, 190, 10, stream=9, launch_dur=2)
     tot = analyse(t, tmp_path)["totals"]
-    assert tot["comm_queue_us"] == pytest.approx(85 + 33)
-    assert tot["comm_queue_full_sm_us"] == pytest.approx(85 + 10)
+    assert tot["comm_queue_us"] == pytest.approx(85 + 10)
+    assert tot["comm_queue_full_sm_us"] == pytest.approx(85 + 5)
+    assert tot["comm_wait_inputs_us"] == pytest.approx(23)
     # comm [150,180) ∪ [190,200) ∩ full [50,150) ∪ [175,185) = [175,180)
     assert tot["sm_contention_us"] == pytest.approx(5)
     # compute [50,150) ∪ [170,188); comm ∩ compute = [170,180)

@@ -1,4 +1,5 @@
-"""The metrics on the real H200 traces of ../shared/data (skipped when absent).
+"""The metrics on the real H200 traces of the project's data folder, which is not in the repository
+(../shared/data beside the checkout; each test is skipped when its trace is absent).
 
 Expected figures come from the data README (GPU busy ~96% of the span, est. SM efficiency ~94%
 without record_shapes) and metrics.md (record trainer, two steps: 96 dedicated select_backward

@@ -1,7 +1,8 @@
-"""The record-233 GPT (spec §1): parameters, inits, the layer plan, the attention layer and the
-flattened forward against spec-written references, losses, gradients and the mlp-select revert."""
+"""The record-233 GPT (docs/trainer.md, "The model"): parameters, inits, the layer plan, the attention layer and the
+flattened forward against references written from that page, losses, gradients and the mlp-select revert."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,12 +10,13 @@ import torch.nn.functional as F
 
 from speedtrace.trainer.config import speedrun, tiny
 from speedtrace.trainer.model import GPT, GateLogits, init_bound, layer_plan, shift_stationary_half
+from speedtrace.trainer.optimizer import label_of, sharding_view
 
 LABELS = {"attn_bank", "mlp_bank", "scalars", "smear_gate", "skip_gate", "attn_gate_bank", "ve_gate_bank",
           "lm_head", "bigram_embed", "post_lambdas", "x0_lambdas", "bigram_lambdas", "resid_lambdas",
           "value_embeds", "embed"}
 LAMBDAS = {"scalars", "post_lambdas", "x0_lambdas", "bigram_lambdas", "resid_lambdas"}
-# Layer topology of spec §1.5, written out.
+# Layer topology of docs/trainer.md ("Forward"), written out.
 PAIRED = {0, 2, 5, 9}
 LONG = {3, 10}
 VE_OF_LAYER = {1: 0, 2: 1, 8: 2, 9: 3, 10: 4}
@@ -68,11 +70,11 @@ def test_parameter_names_shapes_dtypes(cfg):
     assert {n: tuple(p.shape) for n, p in params.items()} == want
     for name, p in params.items():
         label = name.removesuffix(".weight")
-        assert p.label == label
         assert p.dtype == (torch.float32 if label in LAMBDAS else torch.bfloat16), name
-    assert {p.label for p in params.values()} == LABELS
-    assert model.attn_bank.shard_shape == (40, D, D)
-    assert model.mlp_bank.shard_shape == (24, F_, D)
+    # The labels the optimizer's table is keyed by, and the stacks of matrices it shards the banks as.
+    assert {label_of(n) for n in params} == LABELS
+    assert sharding_view("attn_bank", model.attn_bank.shape) == (40, D, D)
+    assert sharding_view("mlp_bank", model.mlp_bank.shape) == (24, F_, D)
 
 
 def test_speedrun_parameter_count_on_meta():
@@ -82,7 +84,8 @@ def test_speedrun_parameter_count_on_meta():
                + 768 * 50304 + 251_520 * 768 + 44 + 11 + 11 + 22 + 251_520 * 768 + 50304 * 768)
     assert by_spec == 543_818_945
     assert sum(p.numel() for p in model.parameters()) == 543_818_945
-    assert model.attn_bank.shard_shape == (40, 768, 768) and model.mlp_bank.shard_shape == (24, 3072, 768)
+    assert sharding_view("attn_bank", model.attn_bank.shape) == (40, 768, 768)
+    assert sharding_view("mlp_bank", model.mlp_bank.shape) == (24, 3072, 768)
 
 
 def test_scalars_padding_for_world_size(cfg):
@@ -118,6 +121,20 @@ def test_inits(cfg):
     assert s[:22] == [0.5, 1.0] * 11 and s[22:] == [0.0, 0.5, -1.5]
 
 
+def test_init_values_come_from_the_config_instance(cfg):
+    """An init constant overridden on a TrainConfig instance sets the weights (not the class default)."""
+    train_cfg = replace(tiny(), bigram_lambda_init=0.25, resid_lambda_init=2.0, post_lambda_lane1_init=3.0,
+                        lm_head_init_std=0.05)
+    torch.manual_seed(0)
+    model = GPT(cfg, init=train_cfg)
+    assert torch.all(model.bigram_lambdas == 0.25)
+    assert torch.all(model.resid_lambdas == 2.0)
+    assert torch.all(model.post_lambdas[7:, 0, 1] == 3.0)
+    assert model.lm_head.weight.float().std().item() == pytest.approx(0.05, rel=0.05)
+    assert torch.all(GPT.for_training(train_cfg).bigram_lambdas == 0.25)
+    assert torch.all(GPT(cfg).bigram_lambdas == 0.05)                # no config: the record's values
+
+
 def test_layer_plan_matches_spec(cfg):
     plan = layer_plan(cfg)
     assert [("-" if p.attn_slab is None else "L" if p.long_window else "S") for p in plan] == list("SSSLSS-SSSL")
@@ -134,7 +151,7 @@ def test_key_offset_shifts_the_stationary_half():
 
 
 # ---------------------------------------------------------------------------------------------
-# spec-written references (loops; float32)
+# references written from docs/trainer.md (loops; float32)
 
 
 def _rms(x):
@@ -319,7 +336,7 @@ def test_loss_at_init_is_log_vocab(cfg):
 
 
 def _unused(name, shape):
-    """Boolean mask of the entries of parameter ``name`` that spec §1.5 leaves unused."""
+    """Boolean mask of the entries of parameter ``name`` that the forward leaves unused (docs/trainer.md, "Forward")."""
     m = torch.zeros(shape, dtype=torch.bool)
     if name == "post_lambdas":
         m[:7, 0, :] = True              # no attention post-lambdas before the parallel layers

@@ -1,4 +1,4 @@
-"""NorMuonAndAdam at world size 1 against re-derivations written here (spec §3).
+"""NorMuonAndAdam at world size 1 against re-derivations written here (docs/trainer.md, "The optimizer").
 
 A fake model with the fifteen labels at tiny shapes stands in for the GPT; gradients are set by
 hand, as the loop's backward would leave them (accumulating until the optimizer clears them).
@@ -147,7 +147,7 @@ def adam_reference(p0, grads, spec, cfg, factors):
 
 
 def polar_reference(g: torch.Tensor) -> torch.Tensor:
-    """Polar Express in float64 on each matrix of (n, r, c), oriented as the spec says."""
+    """Polar Express in float64 on each matrix of (n, r, c), oriented as docs/trainer.md ("NorMuon") says."""
     x = g.double()
     x = x / (x.norm(dim=(-2, -1), keepdim=True) * 1.02 + 1e-6)
     tall = x.size(-2) > x.size(-1)
@@ -257,7 +257,7 @@ def test_variance_normalisation_matches_reference_over_two_steps(shape):
 @pytest.mark.parametrize("tall_path", ["xtx", "transpose"])
 def test_polar_express_direction_wide_and_tall(tall_path):
     """The bf16 Polar Express the optimizer calls points along the polar factor UVᵀ of a tall
-    batch and of its wide transpose, as the float64 iteration of the spec's coefficients does;
+    batch and of its wide transpose, as the float64 iteration of the record's coefficients does;
     a tall matrix's result is the transpose of its wide transpose's result."""
     gen = torch.Generator().manual_seed(11)
     g = torch.randn(2, 24, 8, generator=gen)
@@ -466,7 +466,7 @@ def test_orders_cover_every_label_once():
 
 
 def speedrun_fake(world_size: int):
-    """The GPT's parameter shapes per spec §1, on the meta device (no memory)."""
+    """The GPT's parameter shapes per docs/trainer.md ("Parameters"), on the meta device (no memory)."""
     m = speedrun().model
     d, v = m.model_dim, m.vocab_size
     shapes = {

@@ -5,7 +5,9 @@ import json
 from synth import Trace
 
 import speedtrace.analysis as sa
-from speedtrace.analysis.report import build_report, render_text
+from speedtrace.analysis.render import render_text
+from speedtrace.analysis.report import build_report
+from speedtrace.analysis.report_sections import report_sections
 from speedtrace.cli import main
 
 
@@ -44,7 +46,7 @@ def test_cpu_only_trace_reports_step_and_phase_cpu_times(tmp_path):
     assert [(s["step"], s["step_wall_us"]) for s in host["steps"]] == [(7, 1000.0), (8, 1500.0)]
     phases = {p["phase"]: (p["count"], p["cpu_us"]) for p in host["phases"]}
     assert phases == {"backward": (2, 1400.0), "forward": (2, 700.0)}
-    text = render_text(report)
+    text = render_text(report_sections(report))
     assert "no GPU activity" in text and "1.50" in text  # step 8: 1.50 ms
 
 

@@ -49,7 +49,8 @@ def test_user_step_function(tmp_path):
     assert [on for _, on in seen] == [True] + [False] * 3 + [False] * 2 + [True] * 3
     assert run["startup_steps"] == 1
     assert run["profiled_steps"] == [105, 106, 107] and len(run["profiled_step_ms"]) == 2
-    assert run["model"] == "toy" and run["activities"] == "cpu"
+    # Metadata outside run.json's schema is kept under "metadata" (profiling/runinfo.py).
+    assert run["metadata"] == {"model": "toy"} and run["activities"] == "cpu"
     assert json.loads((tmp_path / "run.json").read_text()) == run
     with gzip.open(tmp_path / "rank-0.trace.json.gz") as f:
         names = {e["name"] for e in json.load(f)["traceEvents"] if e.get("cat") == "user_annotation"}

@@ -1,4 +1,4 @@
-"""Half-truncated rotary embeddings and the YaRN window extension (spec §1.6, §6)."""
+"""Half-truncated rotary embeddings and the YaRN window extension (docs/trainer.md, "Rotary and YaRN" and "The schedule")."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The record's schedule at its stage boundaries; expected values worked out by hand from spec §6."""
+"""The record's schedule at its stage boundaries; expected values worked out by hand from docs/trainer.md ("The schedule")."""
 
 import pytest
 

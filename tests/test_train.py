@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from speedtrace.cli import main as cli_main
-from speedtrace.trainer.config import REVERTIBLE, Stage, tiny
+from speedtrace.errors import SpeedtraceError
+from speedtrace.trainer.config import REVERTIBLE, Stage, check_start_step, reverts_for, tiny
 from speedtrace.trainer.data import synth
 from speedtrace.trainer.logs import RunLog
-from speedtrace.trainer.train import Trainer, parse_reverts
+from speedtrace.trainer.train import Trainer
 
 
 def small_config(micro_batches: int = 2, tokens: int = 32, **overrides):
@@ -168,11 +169,39 @@ def record_after_two_steps(data_dir):
     return weights(t)
 
 
-def test_parse_reverts():
-    assert parse_reverts("parent", None) == frozenset(REVERTIBLE)
-    assert parse_reverts("record", "mlp-select, fused-nesterov") == {"mlp-select", "fused-nesterov"}
-    with pytest.raises(Exception, match="unknown change"):
-        parse_reverts("record", "mlp-select,faster")
+def test_reverts_for_a_variant_and_named_changes():
+    assert reverts_for("parent") == frozenset(REVERTIBLE)
+    assert reverts_for("record") == frozenset()
+    assert reverts_for("record", ["mlp-select", "fused-nesterov"]) == {"mlp-select", "fused-nesterov"}
+    assert reverts_for("parent", ["mlp-select"]) == frozenset(REVERTIBLE)
+    # One check for the Python API and the CLI: a SpeedtraceError (exit 2) that is also a ValueError.
+    for bad in (lambda: reverts_for("record", ["mlp-select", "faster"]),
+                lambda: tiny().with_reverts({"faster"}),
+                lambda: reverts_for("grandparent")):
+        with pytest.raises(SpeedtraceError) as info:
+            bad()
+        assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
+    with pytest.raises(SpeedtraceError, match="--revert faster: unknown change"):
+        tiny().with_reverts({"faster"})
+
+
+def test_start_step_is_checked_once_for_the_api_and_both_commands(data_dir):
+    cfg = tiny()                                               # 60 steps
+    check_start_step(cfg, 0)
+    check_start_step(cfg, 59)
+    check_start_step(cfg, 50, steps=10)
+    for start, steps in ((-1, 1), (60, 1), (51, 10)):
+        with pytest.raises(SpeedtraceError, match=f"--start-step {start}:"):
+            check_start_step(cfg, start, steps)
+    with pytest.raises(SpeedtraceError, match="--start-step 60:"):
+        Trainer(small_config(), "cpu", data_dir, None, start_step=60)
+
+
+def test_an_init_value_overridden_on_the_config_takes_effect(data_dir):
+    """The trainer's model reads the init constants from its config instance, not from the class."""
+    t = Trainer(small_config(bigram_lambda_init=0.25, resid_lambda_init=2.0), "cpu", data_dir, None)
+    assert torch.all(t.model.bigram_lambdas == 0.25)
+    assert torch.all(t.model.resid_lambdas == 2.0)
 
 
 def test_dry_run_prints_the_parameter_table(capsys):
@@ -185,6 +214,7 @@ def test_dry_run_prints_the_parameter_table(capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--revert", "faster"], "unknown change"),
+    (["--revert", "mlp-select,faster"], "--revert faster: unknown change"),
     (["--start-step", "60"], "--start-step 60"),
     (["--steps", "0"], "--steps 0"),
     (["--cuda-graphs"], "--cuda-graphs needs a CUDA device"),
@@ -193,6 +223,64 @@ def test_cli_rejects_bad_arguments(capsys, argv, message):
     assert cli_main(["train", "--config", "tiny", "--device", "cpu", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+CHANGES = "transpose-kernels, mlp-select, tall-polar-express, fused-nesterov"
+
+
+@pytest.mark.parametrize("command", ["train", "profile"])
+@pytest.mark.parametrize("argv,message", [
+    (["--revert", "mlp-select,faster"], f"--revert faster: unknown change; choose from {CHANGES}"),
+    (["--start-step", "60"], "--start-step 60: must be in [0, 60) for the tiny config"),
+    (["--start-step", "-1"], "--start-step -1: must be in [0, 60) for the tiny config"),
+])
+def test_both_commands_check_reverts_and_the_start_step_alike(capsys, command, argv, message):
+    assert cli_main([command, "--config", "tiny", "--device", "cpu", *argv]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"speedtrace {command}: error: {message}"]
+
+
+def test_profile_checks_that_all_its_steps_fit_the_schedule(capsys):
+    # 10 unprofiled + 2 warm-up + 6 active steps from step 50 would run past step 59.
+    assert cli_main(["profile", "--config", "tiny", "--device", "cpu", "--start-step", "50"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "speedtrace profile: error: --start-step 50: the 18 steps to run must end before step 60 "
+        "(the tiny schedule's end)"]
+
+
+def test_train_and_profile_share_one_definition_of_the_trainer_options():
+    from speedtrace.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    shared = {"--config", "--device", "--start-step", "--variant", "--revert", "--data", "--out",
+              "--compile", "--seed"}
+    for name in ("train", "profile"):
+        actions = {opt: a for a in sub[name]._actions for opt in a.option_strings}
+        assert shared <= actions.keys(), name
+    train = {o: a for a in sub["train"]._actions for o in a.option_strings}
+    profile = {o: a for a in sub["profile"]._actions for o in a.option_strings}
+    for opt in shared - {"--out"}:
+        assert (train[opt].help, train[opt].default, train[opt].choices) == \
+            (profile[opt].help, profile[opt].default, profile[opt].choices), opt
+    assert (train["--out"].default, profile["--out"].default) == (".", "profile-out")
+
+
+def test_the_trainer_package_does_not_import_the_cli():
+    """trainer/ is a library: argparse and speedtrace.commands stay on the CLI side."""
+    import ast
+    from pathlib import Path
+
+    import speedtrace.trainer
+
+    for path in Path(speedtrace.trainer.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name != "argparse" and not name.startswith("speedtrace.commands"), (path.name, name)
 
 
 def test_cli_needs_data_for_the_speedrun_and_shards_in_the_data_dir(capsys, tmp_path):

@@ -1,4 +1,4 @@
-"""Varlen sliding-window causal attention over a packed document stream (spec §2).
+"""Varlen sliding-window causal attention over a packed document stream (docs/trainer.md, "Attention").
 
 One predicate defines who sees whom: query position i sees key j when
 

@@ -1,18 +1,33 @@
 """Configurations of the bundled trainer: the record-233 speedrun and a tiny CPU twin.
 
-Every constant of the record lives here (../shared/spec/trainer-record-233.md gives its source);
-model, optimizer, data and schedule code read them from a ``TrainConfig`` and hard-code none.
+Every constant of the record lives here (docs/trainer.md describes what each one does); model,
+optimizer, data and schedule code read them from a ``TrainConfig`` and hard-code none.
 The tiny config keeps the architecture and layer topology (11 layers, 6 heads, the same paired,
 long-window, value-embedding and skip layers, the same stage structure) at small widths, short
-sequences and a small vocabulary, so that 60 steps run on two CPU cores in under two minutes.
+sequences and a small vocabulary, so that its 60 steps fit a CPU.
+
+Which PR #233 changes to revert, and where a run may start, are checked here once
+(``check_reverts``, ``reverts_for``, ``check_start_step``) for the Python API and both commands.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-# The kernel changes of PR #233 that ``--revert`` can undo one at a time (parent 699e93c8).
+from speedtrace.errors import SpeedtraceError
+
+# The kernel changes of PR #233 that ``--revert`` can undo one at a time (parent 699e93c8);
+# docs/trainer.md, "The four changes of PR #233".
 REVERTIBLE = ("transpose-kernels", "mlp-select", "tall-polar-express", "fused-nesterov")
+# record: PR #233 as merged; parent: all four changes reverted.
+VARIANTS = ("record", "parent")
+
+
+class ConfigError(SpeedtraceError, ValueError):
+    """A trainer setting that cannot be used (an unknown config or change, a step outside the
+    schedule). A SpeedtraceError, so the CLI prints it on one line and exits 2; a ValueError for
+    Python callers."""
 
 
 @dataclass(frozen=True)
@@ -103,11 +118,38 @@ class TrainConfig:
     def total_steps(self) -> int:
         return self.num_scheduled_iterations + self.num_extension_iterations
 
-    def with_reverts(self, reverts) -> "TrainConfig":
-        bad = set(reverts) - set(REVERTIBLE)
-        if bad:
-            raise ValueError(f"unknown change(s) to revert: {sorted(bad)}; choose from {REVERTIBLE}")
-        return replace(self, reverts=frozenset(reverts))
+    def with_reverts(self, reverts: Iterable[str]) -> "TrainConfig":
+        """This config with the parent's behaviour for the changes named (``check_reverts``)."""
+        return replace(self, reverts=check_reverts(reverts))
+
+
+def check_reverts(names: Iterable[str]) -> frozenset[str]:
+    """``names`` as a frozenset, each one of ``REVERTIBLE``; a ConfigError names any other."""
+    if isinstance(names, str):   # one name, not its characters
+        names = (names,)
+    names = frozenset(names)
+    bad = sorted(names - set(REVERTIBLE))
+    if bad:
+        raise ConfigError(f"--revert {','.join(bad)}: unknown change; choose from {', '.join(REVERTIBLE)}")
+    return names
+
+
+def reverts_for(variant: str = "record", names: Iterable[str] = ()) -> frozenset[str]:
+    """The changes a run reverts: all four for the ``parent`` variant, plus those in ``names``."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"--variant {variant}: unknown variant; choose from {', '.join(VARIANTS)}")
+    return check_reverts(names) | (frozenset(REVERTIBLE) if variant == "parent" else frozenset())
+
+
+def check_start_step(cfg: TrainConfig, start_step: int, steps: int = 1) -> None:
+    """A run of ``steps`` training steps from ``start_step`` must lie inside the schedule
+    [0, total_steps); a ConfigError says why not."""
+    total = cfg.total_steps
+    if not 0 <= start_step < total:
+        raise ConfigError(f"--start-step {start_step}: must be in [0, {total}) for the {cfg.name} config")
+    if start_step + steps > total:
+        raise ConfigError(f"--start-step {start_step}: the {steps} steps to run must end before step {total} "
+                          f"(the {cfg.name} schedule's end)")
 
 
 SPEEDRUN_STAGES = (
@@ -152,4 +194,4 @@ def get_config(name: str) -> TrainConfig:
     try:
         return CONFIGS[name]()
     except KeyError:
-        raise ValueError(f"unknown config {name!r}; choose from {sorted(CONFIGS)}") from None
+        raise ConfigError(f"unknown config {name!r}; choose from {sorted(CONFIGS)}") from None

@@ -275,9 +275,9 @@ class TrainLoader:
         the shard runs out.
 
         Documents are taken in order, each cut to seq_len, until a rank has per_rank_tokens + 1
-        tokens; the last one is cut to fit. Vectorised: synthetic shards hold ~25-token
-        documents, about 690 per micro-batch, and a Python loop over them cost ~2 ms of host time
-        per micro-batch on the H200 machine (benchmarks/RESULTS.md).
+        tokens; the last one is cut to fit. Vectorised, because short documents (the synthetic
+        shards' are tens of tokens) make hundreds of pieces per micro-batch, and a Python loop
+        over them would put host time on every step.
         """
         bos, size, need = shard.bos, shard.tokens.size, self.per_rank_tokens + 1
         doc = shard.next_doc

@@ -1,7 +1,7 @@
 """Process-group set-up for the trainer: one process, or one per GPU (or CPU rank) under torchrun.
 
 Every rank does 8 / world_size micro-batches per step, so the global batch and the per-micro-
-batch shapes are the same at any world size (spec §10). On CUDA the group is
+batch shapes are the same at any world size (docs/trainer.md, "Distributed runs"). On CUDA the group is
 "cuda:nccl,cpu:gloo" (the sparse bigram path exchanges CPU tensors over gloo); on CPU, gloo.
 """
 

@@ -1,9 +1,9 @@
 """Each micro-batch's forward and backward replayed as two CUDA graphs.
 
-Why: the compiled step launches about 4,500 kernels and 1,240 cuBLAS matmuls on one H200, and
-its host finishes only 25-35 ms before the GPU does. Any profiler's per-launch cost then lengthens
-the step itself. A graph replay costs the host one launch, so the GPU stays the critical path
-with or without a profiler (benchmarks/RESULTS.md, "CUDA graphs").
+Why: the compiled step launches thousands of kernels, and its host finishes not long before the
+GPU does, so any profiler's per-launch cost lengthens the step itself. A graph replay costs the
+host one launch, so the GPU stays the critical path with or without a profiler
+(benchmarks/RESULTS.md has the launch counts and timings).
 
 One pair of graphs is kept per key (windows, sequence length and input shapes; the caller
 builds it). The first micro-batch with a new key runs eagerly, on the capture stream so that it

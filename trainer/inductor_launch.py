@@ -3,9 +3,9 @@
 Every launch from a compiled graph goes through ``CachingAutotuner.run``. Up to torch 2.11 that
 method redoes its set-up on every call (a debug-mode lookup, a new Triton allocator closure,
 launcher and coordinate-descent checks, a copy of the arguments) before it calls the one
-compiled launcher: about a third of the ~26 µs of host time per launch measured under cProfile,
-~3,000 launches a step in the speedrun trainer, whose host already needs 85–90% of the GPU's
-step time (benchmarks/RESULTS.md). Later torch versions keep the launcher after the first launch
+compiled launcher. That set-up is a sizeable share of each launch's host time, and the speedrun
+step makes thousands of launches while its host is already close to being the critical path
+(benchmarks/RESULTS.md has the figures). Later torch versions keep the launcher after the first launch
 and call it directly; ``install`` gives older versions the same behaviour and does nothing where
 torch has it already.
 

@@ -1,4 +1,4 @@
-"""The record-233 GPT: parameter banks and the flattened forward (spec §1, PR #233 §8.1, 8.2, 8.4).
+"""The record-233 GPT: parameter banks and the flattened forward (docs/trainer.md, "The model").
 
 Forward map (T tokens of one packed micro-batch, B = 1 dropped; L = 11 layers):
 
@@ -33,7 +33,7 @@ from torch import nn
 
 from speedtrace.kernels import linear_relu_square, softcapped_cross_entropy
 from speedtrace.trainer.attention import DocumentMasks, attend, default_backend
-from speedtrace.trainer.config import REVERTIBLE, ModelConfig, TrainConfig
+from speedtrace.trainer.config import ModelConfig, TrainConfig, check_reverts
 from speedtrace.trainer.rotary import Yarn
 
 # FP8 head scales of the record: x/x_s and w/w_s fit e4m3, the logits gradient /grad_s fits e5m2.
@@ -41,8 +41,21 @@ FP8_X_SCALE = 100 / 448
 FP8_W_SCALE = 1.6 / 448
 FP8_GRAD_SCALE = 0.75 / 448
 
-# Init constants live in TrainConfig (one place for every constant of the record).
-INIT = {f.name: f.default for f in fields(TrainConfig) if f.name.endswith(("_init", "_init_std"))}
+
+def init_values(cfg: TrainConfig | None = None) -> dict[str, float]:
+    """The ``*_init`` and ``*_init_std`` fields of ``cfg`` (default: the record's values).
+
+    The init constants live in TrainConfig with every other constant of the record; they are
+    read from the instance, so a config that overrides one gets that value.
+    """
+    if cfg is None:
+        return {f.name: f.default for f in fields(TrainConfig) if _is_init(f.name)}
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if _is_init(f.name)}
+
+
+def _is_init(name: str) -> bool:
+    return name.endswith(("_init", "_init_std"))
+
 
 # Scalars after the per-layer (sa_qkv, sa_o) pairs.
 SMEAR, BACKOUT, SKIP = 0, 1, 2
@@ -58,12 +71,11 @@ class GateLogits(torch.autograd.Function):
     """x (..., G) · wᵀ for a gate's weight w (n, G), the same product as F.linear, with the
     forward and the input gradient written element-wise (accumulated in fp32, like a matmul).
 
-    The gates are 12 wide with one to six outputs. As matmuls they cost three cuBLAS calls each
-    (17 gates a micro-batch), ~25 µs of host time per call on the H200 machine, for a few µs of
-    GPU work; element-wise, Inductor folds the forward and the input gradient into its own
-    kernels. The weight gradient stays one matmul: as a compiled reduction over the tokens,
-    fused with the gate's own backward, it took ~250 µs a gate (benchmarks/RESULTS.md, seventh
-    session).
+    The gates are 12 wide with one to six outputs, and there are 17 a micro-batch. As matmuls
+    each costs three cuBLAS calls, whose host time dwarfs their GPU work; element-wise,
+    Inductor folds the forward and the input gradient into its own kernels. The weight gradient
+    stays one matmul: a compiled reduction over the tokens is much slower on the GPU
+    (benchmarks/RESULTS.md has the timings).
     """
 
     @staticmethod
@@ -131,18 +143,26 @@ class CastedLinearT(nn.Module):
 
 
 class GPT(nn.Module):
-    """The record's model. ``reverts`` may hold "mlp-select" (the parent's MLP bank access)."""
+    """The record's model.
 
-    def __init__(self, cfg: ModelConfig, *, world_size: int = 1, reverts: frozenset[str] = frozenset()):
+    cfg: the shapes (``TrainConfig.model``).
+    world_size: pads ``scalars`` to a multiple of it, for sharding.
+    reverts: may hold "mlp-select" (the parent's MLP bank access); the other changes are the
+        optimizer's and are accepted and ignored here.
+    init: the TrainConfig whose ``*_init`` values set the initial weights (default: the
+        record's values; ``for_training`` passes the run's config).
+    """
+
+    def __init__(self, cfg: ModelConfig, *, world_size: int = 1, reverts: frozenset[str] = frozenset(),
+                 init: TrainConfig | None = None):
         super().__init__()
         if cfg.num_heads * cfg.head_dim != cfg.model_dim:
             raise ValueError(f"num_heads·head_dim = {cfg.num_heads * cfg.head_dim} != model_dim {cfg.model_dim}")
         if cfg.num_heads % 2:
             raise ValueError("paired-head layers need an even number of heads")
-        if set(reverts) - set(REVERTIBLE):
-            raise ValueError(f"unknown change(s) to revert: {sorted(set(reverts) - set(REVERTIBLE))}")
         self.cfg = cfg
-        self.reverts = frozenset(reverts)
+        self.reverts = check_reverts(reverts)
+        inits = init_values(init)
         self.plan = layer_plan(cfg)
         self.attn_backend: str | None = None   # None: chosen by device (attention.default_backend)
         L, D, V, H, G = cfg.num_layers, cfg.model_dim, cfg.vocab_size, cfg.num_heads, cfg.gate_dim
@@ -161,11 +181,11 @@ class GPT(nn.Module):
         self.embed = nn.Embedding(V, D, dtype=bf16)
         self.bigram_embed = nn.Embedding(cfg.bigram_vocab, D, dtype=bf16)
         post = torch.ones(L, 2, 2)
-        post[cfg.parallel_start:, 0, 1] = INIT["post_lambda_lane1_init"]
+        post[cfg.parallel_start:, 0, 1] = inits["post_lambda_lane1_init"]
         self.post_lambdas = nn.Parameter(post)
         self.x0_lambdas = nn.Parameter(torch.zeros(L))
-        self.bigram_lambdas = nn.Parameter(torch.full((L,), INIT["bigram_lambda_init"]))
-        self.resid_lambdas = nn.Parameter(torch.full((L, 2), INIT["resid_lambda_init"]))
+        self.bigram_lambdas = nn.Parameter(torch.full((L,), inits["bigram_lambda_init"]))
+        self.resid_lambdas = nn.Parameter(torch.full((L, 2), inits["resid_lambda_init"]))
         scalars = torch.ones(num_scalars(L, world_size))
         scalars[0:2 * L:2] = 0.5
         scalars[2 * L + SMEAR] = 0.0
@@ -179,19 +199,18 @@ class GPT(nn.Module):
             self.attn_bank.uniform_(-bound, bound)
             self.mlp_bank[:, 0].uniform_(-bound, bound)
             self.mlp_bank[:, 1].zero_()
-            self.value_embeds.normal_(0.0, INIT["value_embed_init_std"])
-            self.lm_head.weight.normal_(0.0, INIT["lm_head_init_std"])
+            self.value_embeds.normal_(0.0, inits["value_embed_init_std"])
+            self.lm_head.weight.normal_(0.0, inits["lm_head_init_std"])
             self.embed.weight.copy_(self.lm_head.weight.T)
             self.bigram_embed.weight.zero_()
 
-        # The optimizer shards the banks as stacks of matrices: attn (40, D, D), mlp (24, mlp_dim, D).
-        self.attn_bank.shard_shape = (4 * cfg.num_attn_layers, D, D)
-        self.mlp_bank.shard_shape = (2 * (L + 1), cfg.mlp_dim, D)
-        for name, param in self.named_parameters():
-            param.label = name.removesuffix(".weight")
-
         self.yarn = Yarn(cfg.head_dim, cfg.max_seq_len)
         self.yarn_paired = Yarn(cfg.head_dim, cfg.max_seq_len, paired=True)
+
+    @classmethod
+    def for_training(cls, cfg: TrainConfig, *, world_size: int = 1) -> "GPT":
+        """The model of a run of ``cfg``: its shapes, reverts and init values."""
+        return cls(cfg.model, world_size=world_size, reverts=cfg.reverts, init=cfg)
 
     # -- YaRN ----------------------------------------------------------------------------------
 

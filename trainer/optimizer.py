@@ -13,7 +13,7 @@ One ``step`` runs three phases over the model's fifteen labelled parameters:
 Adam parameters move only on odd steps; their gradients of the even step are kept, so each Adam
 update sees two steps' gradients. NorMuon (the two weight banks) moves every step. Learning rate,
 weight decay and momentum reach the compiled functions as 0-D CPU fp32 tensors so that the
-schedule never triggers a recompile. Spec: ../shared/spec/trainer-record-233.md §3.
+schedule never triggers a recompile. The contract: docs/trainer.md, "The optimizer".
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def _adam(comms, b1, b2, lr_mul=1.0, wd_mul=1.0):
     return ParamSpec("adam", comms, (b1, b2), lr_mul, wd_mul)
 
 
-# Spec §3.1. The insertion order is the scatter order: the banks' big reductions start first.
+# docs/trainer.md, "Parameters and their treatment". The insertion order is the scatter order: the
+# banks' big reductions start first.
 PARAM_TABLE: dict[str, ParamSpec] = {
     "attn_bank": ParamSpec("normuon", "sharded"),
     "mlp_bank": ParamSpec("normuon", "sharded"),
@@ -72,7 +73,8 @@ WORK_ORDER: tuple[str, ...] = (
     "lm_head", "embed",
     "attn_bank", "mlp_bank",
 )
-# Sparse bigram gradients only pay off with one micro-batch on each of 8 ranks (spec §3.7).
+# Sparse bigram gradients only pay off with one micro-batch on each of 8 ranks (docs/trainer.md,
+# "Sparse bigram gradients").
 SPARSE_WORLD_SIZE = 8
 
 
@@ -317,7 +319,7 @@ class NorMuonAndAdam:
 
     @torch.no_grad()
     def step(self, step: int, lr_factor: float, momentum: float) -> None:
-        """One optimizer step: scatter, work, gather (spec §3.2).
+        """One optimizer step: scatter, work, gather (docs/trainer.md, "One optimizer step").
 
         lr_factor multiplies every base lr; momentum is NorMuon's Nesterov momentum.
         Adam parameters update only when ``step`` is odd.
@@ -410,7 +412,7 @@ class NorMuonAndAdam:
         return self._launch_sparse_reduce(slot)
 
     # -------------------------------------------------------------------------------------
-    # Adam (spec §3.3)
+    # Adam (docs/trainer.md, "Adam")
 
     def _adam_step(self, slot: _Slot, grad: torch.Tensor, lr_factor: float) -> torch.Tensor:
         beta1, beta2 = slot.spec.betas
@@ -427,7 +429,7 @@ class NorMuonAndAdam:
         return local
 
     # -------------------------------------------------------------------------------------
-    # NorMuon (spec §3.4)
+    # NorMuon (docs/trainer.md, "NorMuon")
 
     def _normuon_step(self, slot: _Slot, grad: torch.Tensor, lr_factor: float, momentum: float) -> torch.Tensor:
         st = slot.state
@@ -448,7 +450,8 @@ class NorMuonAndAdam:
         return local
 
     # -------------------------------------------------------------------------------------
-    # Sparse bigram gradients (spec §3.7): each rank sends only the rows its own tokens touched.
+    # Sparse bigram gradients (docs/trainer.md, "Sparse bigram gradients"): each rank sends only
+    # the rows its own tokens touched.
 
     def sparse_before_forward(self, bigram_ids_np: np.ndarray, step: int) -> None:
         """Mark the bigram rows this forward touches; on odd steps start the counts exchange."""
@@ -510,7 +513,8 @@ class NorMuonAndAdam:
     # Tying and state
 
     def split_embed(self) -> None:
-        """Untie embed from lm_head: embed's Adam state becomes lm_head's, transposed (spec §3.6).
+        """Untie embed from lm_head: embed's Adam state becomes lm_head's, transposed
+        (docs/trainer.md, "The tied embedding and the split").
 
         Called after the optimizer step of the split step; a no-op once split. Sharded: lm_head's
         (rows/ws, vocab) moments are gathered to (d, vocab), transposed and cut into this rank's
@@ -552,5 +556,3 @@ class NorMuonAndAdam:
             self._row_mask.fill(0)
         self._counts = None
         self._exchange = None
-
-    param_rows = staticmethod(param_rows)

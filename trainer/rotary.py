@@ -1,4 +1,4 @@
-"""Half-truncated rotary embeddings with YaRN window extension (spec §1.6).
+"""Half-truncated rotary embeddings with YaRN window extension (docs/trainer.md, "Rotary and YaRN").
 
 A head of ``head_dim`` dims rotates only its first half: ``head_dim // 4`` frequencies
 (1/1024)^linspace(0, 1), each acting on one adjacent pair (2j, 2j+1); the second half is

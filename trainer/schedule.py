@@ -5,6 +5,7 @@ Stages (batch size, sequence length, attention windows, MTP weights, lr multipli
 which for the speedrun gives [0, 483) [483, 967) [967, 1450) and the extension [1450, 1490).
 Nothing here touches a model: the loop (``speedtrace.trainer.train``) reads these values and
 applies them (YaRN when the long window changes, the embed split after the split step).
+docs/trainer.md, "The schedule", lays them out for both configs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training loop of record 233, as a reusable ``Trainer`` and the ``speedtrace train`` command.
+"""The training loop of record 233 as a reusable ``Trainer``, and the data a run trains on.
 
 One ``Trainer`` owns the model, the optimizer, the schedule and the loaders of one rank:
 
@@ -10,6 +10,7 @@ One ``Trainer`` owns the model, the optimizer, the schedule and the loaders of o
 optimizer), annotated ``data`` / ``forward`` / ``backward`` / ``optimizer`` for torch.profiler; the
 profiler wraps single calls of it. Schedule state (windows, YaRN, batch size and sequence
 length) follows the step number given, so steps can be taken in any order, as the warm-up does.
+The commands ``speedtrace train`` and ``speedtrace profile`` (speedtrace.commands) drive it.
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from torch.profiler import record_function
 
 from speedtrace.errors import SpeedtraceError
 from speedtrace.trainer import inductor_launch
-from speedtrace.trainer.config import REVERTIBLE, TrainConfig, get_config
+from speedtrace.trainer.config import TrainConfig, check_start_step
 from speedtrace.trainer.data import TrainLoader, ValLoader, find_shards, synth
-from speedtrace.trainer.distributed import Place, check_world_size, setup, teardown
+from speedtrace.trainer.distributed import Place, check_world_size
 from speedtrace.trainer.graphs import CudaCapture, MicroBatchGraphs
 from speedtrace.trainer.logs import RunLog, memory_line, train_line, val_line
 from speedtrace.trainer.model import GPT
-from speedtrace.trainer.optimizer import PARAM_TABLE, NorMuonAndAdam, effective_comms, param_rows
+from speedtrace.trainer.optimizer import NorMuonAndAdam
 from speedtrace.trainer.schedule import Schedule
 
 RECOMPILE_LIMIT = 64
@@ -70,8 +71,7 @@ class Trainer:
         self.grad_accum = check_world_size(world_size, cfg.micro_batches)
         self.grad_scale = 1.0 / self.grad_accum
         self.schedule = Schedule(cfg)
-        if not 0 <= start_step < self.schedule.total_steps:
-            raise SpeedtraceError(f"--start-step {start_step}: must be in [0, {self.schedule.total_steps})")
+        check_start_step(cfg, start_step)
         self.start_step = start_step
         self.val_every = cfg.val_every if val_every is None else val_every
         self.sync_steps = sync_steps
@@ -85,7 +85,7 @@ class Trainer:
 
         torch.manual_seed(seed)
         with torch.device(self.device):
-            self.model = GPT(cfg.model, world_size=world_size, reverts=cfg.reverts)
+            self.model = GPT.for_training(cfg, world_size=world_size)
         if world_size > 1:
             for p in self.model.parameters():
                 dist.broadcast(p.detach(), 0, group=process_group)
@@ -245,6 +245,7 @@ class Trainer:
         steps = self.schedule.warmup_steps(mode, self.start_step)
         if not steps:
             return steps
+        # The record's own log lines, kept word for word so that one parser reads both logs.
         self.log("Compiling model and warming up kernels (~7 minutes on first execution)")
         self.log(f"Sampling steps {steps} for warmup")
         initial = copy.deepcopy(self.model.state_dict())
@@ -343,19 +344,7 @@ class Trainer:
         return dict(sync_step_ms_median=round(statistics.median(times), 3), sync_steps=[lo, hi])
 
 
-# -- command line ---------------------------------------------------------------------------------
-def parse_reverts(variant: str, revert: str | None) -> frozenset[str]:
-    """The changes to revert: all four for ``--variant parent``, plus any named in ``--revert``."""
-    names = set(REVERTIBLE) if variant == "parent" else set()
-    if revert:
-        asked = {n.strip() for n in revert.split(",") if n.strip()}
-        bad = sorted(asked - set(REVERTIBLE))
-        if bad:
-            raise SpeedtraceError(f"--revert {','.join(bad)}: unknown change; choose from {', '.join(REVERTIBLE)}")
-        names |= asked
-    return frozenset(names)
-
-
+# -- data for a run ------------------------------------------------------------------------------
 def tiny_data(cfg: TrainConfig, directory: Path) -> Path:
     """Synthetic shards for ``cfg`` in ``directory`` (made once, reused while their facts match)."""
     sched = Schedule(cfg)
@@ -378,51 +367,6 @@ def tiny_data(cfg: TrainConfig, directory: Path) -> Path:
     return directory
 
 
-def dry_run(cfg: TrainConfig, world_size: int) -> int:
-    """Print the parameter table and the total without allocating the weights."""
-    grad_accum = check_world_size(world_size, cfg.micro_batches)
-    with torch.device("meta"):
-        model = GPT(cfg.model, world_size=world_size, reverts=cfg.reverts)
-    rows = param_rows(model, world_size=world_size, grad_accum=grad_accum)
-    print(f"{cfg.name} config, world size {world_size}, grad accumulation {grad_accum}")
-    print(f"{'label':<16}{'shape':<24}{'count':>14}  {'optimizer':<10}{'comms':<16}{'comms at 8 GPUs':<16}")
-    for r in rows:
-        shape = "(" + ", ".join(str(d) for d in r["shape"]) + ")"
-        at8 = effective_comms(PARAM_TABLE[r["label"]], 8, 1)
-        print(f"{r['label']:<16}{shape:<24}{r['count']:>14,}  {r['optim']:<10}{r['comms']:<16}{at8:<16}")
-    print(f"{'total':<40}{sum(r['count'] for r in rows):>14,}")
-    return 0
-
-
-def run_from_args(args) -> int:
-    """``speedtrace train``: the parsed arguments (speedtrace.commands.train.add_arguments)."""
-    try:
-        cfg = get_config(args.config)
-    except ValueError as exc:
-        raise SpeedtraceError(str(exc)) from None
-    cfg = cfg.with_reverts(parse_reverts(args.variant, args.revert))
-    total = cfg.total_steps
-    if args.steps is not None and args.steps < 1:
-        raise SpeedtraceError(f"--steps {args.steps}: must be at least 1")
-    if not 0 <= args.start_step < total:
-        raise SpeedtraceError(f"--start-step {args.start_step}: must be in [0, {total})")
-    if args.dry_run:
-        from speedtrace.trainer.distributed import world_from_env
-
-        env = world_from_env()
-        if env is None or env[0] == 0:
-            dry_run(cfg, env[1] if env else 1)
-        return 0
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.cuda_graphs and device != "cuda":
-        raise SpeedtraceError("--cuda-graphs needs a CUDA device")
-    place = setup(device, cfg.micro_batches)
-    try:
-        return _train(cfg, args, place)
-    finally:
-        teardown(place)
-
-
 def resolve_data(cfg: TrainConfig, data, out: Path, place: Place) -> Path:
     """The shard directory to train on: ``data``, or for the tiny config synthetic shards that
     rank 0 writes to ``out/tiny-data`` (the other ranks wait for them)."""
@@ -437,41 +381,3 @@ def resolve_data(cfg: TrainConfig, data, out: Path, place: Place) -> Path:
     if place.group is not None:
         dist.barrier()
     return data
-
-
-def _train(cfg: TrainConfig, args, place: Place) -> int:
-    out = Path(args.out)
-    data = resolve_data(cfg, args.data, out, place)
-    log = RunLog(out, enabled=place.is_main)
-    arguments = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    log.header(cfg, arguments=arguments, world_size=place.world_size, cuda=place.device.type == "cuda")
-    trainer = Trainer(cfg, place.device, data, out, rank=place.rank, world_size=place.world_size,
-                      process_group=place.group, compile=args.compile or None, val_every=args.val_every,
-                      sync_steps=args.sync_steps, start_step=args.start_step, seed=args.seed, log=log,
-                      cuda_graphs=args.cuda_graphs)
-    trainer.warmup(args.warmup)
-    trainer.run(args.steps)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point equivalent to ``speedtrace train ARGS`` (for ``python -m``)."""
-    import argparse
-    import sys
-
-    from speedtrace.commands.train import add_arguments
-
-    parser = argparse.ArgumentParser(prog="speedtrace-train")
-    add_arguments(parser)
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except SpeedtraceError as exc:
-        print(f"speedtrace train: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
-from speedtrace.commands.report import microseconds_option
+from speedtrace.commands.report import check_output, emit, microseconds_option
+from speedtrace.errors import warn
 
 DESCRIPTION = """\
 Compare two torch.profiler traces (.json or .json.gz) or directories of per-rank traces:
@@ -13,42 +12,58 @@ the whole traces), kernels by key (renamed Inductor kernels paired, eager kernel
 Triton kernel shown as absorbed), select_backward kernels, SM contention and comm queueing, the
 idle and exposed-communication gap groups that appeared, disappeared or changed, and a verdict
 naming only the changes larger than the per-step noise. Definitions: docs/metrics.md.
+--format html writes one self-contained page: the same sections with figures (each metric
+before and after with its noise band, the kernel Δµs waterfall, select_backward dedicated vs
+fused, and the timelines of one step before and after, aligned).
 
 examples:
   speedtrace diff before/ after/
   speedtrace diff parent.trace.json.gz record.trace.json.gz --format md
   speedtrace diff before/ after/ --format json > diff.json
+  speedtrace diff before/ after/ --format html -o diff.html
 """
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("before", metavar="BEFORE", help="trace file or directory of rank traces")
     parser.add_argument("after", metavar="AFTER", help="trace file or directory of rank traces")
-    parser.add_argument("--format", choices=("text", "md", "json"), default="text",
-                        help="output format (default: text)")
+    parser.add_argument("--format", choices=("text", "md", "json", "html"), default="text",
+                        help="output format (default: text; html needs -o)")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write to FILE instead of standard output (required for html)")
     parser.add_argument("--min-gap-us", metavar="X", default="5",
                         help="gaps shorter than X µs are left out of the gap groups (default: 5)")
 
 
 def run(args) -> int:
     min_gap_us = microseconds_option("--min-gap-us", args.min_gap_us)
+    check_output(args.format, args.output)
 
     # Imported here so that `speedtrace --help` and the other commands stay light.
     from speedtrace.analysis.diff import build_diff
-    from speedtrace.analysis.diff_render import render_markdown, render_text
+    from speedtrace.analysis.diff_sections import diff_sections
     from speedtrace.analysis.load import load
+    from speedtrace.analysis.render import render
     from speedtrace.analysis.report import jsonable
 
-    before = load(args.before, progress=None)
-    after = load(args.after, progress=None)
+    before = load(args.before, progress=None, echo_warnings=False)
+    after = load(args.after, progress=None, echo_warnings=False)
     doc = build_diff(before, after, min_gap_us=min_gap_us)
     if args.format == "json":
         import json
 
-        print(json.dumps(jsonable(doc), allow_nan=False, indent=1))
-        return 0
-    # The text forms use µ, → and −; never fail on a terminal that cannot show them.
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="replace")
-    print(render_markdown(doc) if args.format == "md" else render_text(doc), end="")
+        # The JSON carries the warnings too; stderr shows them to whoever runs the command.
+        for w in doc["warnings"]:
+            warn(w)
+        emit(json.dumps(jsonable(doc), allow_nan=False, indent=1) + "\n", args.output, "diff")
+    elif args.format == "html":
+        from speedtrace.analysis.html_figures import diff_figures
+        from speedtrace.analysis.render_html import render_html
+
+        # The page shows the warnings at its top; stderr shows them to whoever runs the command.
+        for w in doc["warnings"]:
+            warn(w)
+        emit(render_html(diff_sections(doc), diff_figures(before, after, doc)), args.output, "diff")
+    else:
+        emit(render(diff_sections(doc), args.format), args.output, "diff")
     return 0

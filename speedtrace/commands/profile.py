@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
-from speedtrace.trainer.config import REVERTIBLE  # plain dataclasses: no torch at import
+from speedtrace.commands.trainer_options import (
+    add_trainer_options,
+    device_from,
+    set_allocator_env,
+    trainer_config_from,
+)
 
 DESCRIPTION = """\
 Build and warm up the bundled record-233 trainer, run --startup-steps steps under a profiler
@@ -32,9 +35,9 @@ modes:
 Shapes, stacks and memory (--record-shapes, --with-stack, --profile-memory) are opt-in: they
 dilate the step several-fold, and `speedtrace report` then warns which numbers they distort.
 Inductor's per-launch ranges are off too (--launch-records turns them on): while a profiler runs,
-Inductor launches every kernel through a slow path that adds one; on the H200 that alone took
-the speedrun step's dilation from 1.01 to 1.14 (CUDA only) and from 1.07 to 1.20 (CPU+CUDA). Launches
-still appear as runtime/driver calls linked to their kernels, inside the same annotations.
+Inductor launches every kernel through a slow path that adds one, the largest part of the host time
+a profiler adds to a compiled step (benchmarks/RESULTS.md). Launches still appear as runtime/driver
+calls linked to their kernels, inside the same annotations.
 
 examples:
   speedtrace profile --config tiny --device cpu --out runs/tiny
@@ -47,16 +50,7 @@ examples:
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", default="speedrun", choices=["speedrun", "tiny"],
-                        help="speedrun: the record (default); tiny: the same topology on a CPU")
-    parser.add_argument("--device", choices=["cuda", "cpu"], default=None,
-                        help="default: cuda when available, else cpu")
-    parser.add_argument("--start-step", type=int, default=0, metavar="S",
-                        help="first step run (fresh weights, schedule state of step S; default 0)")
-    parser.add_argument("--variant", choices=["record", "parent"], default="record",
-                        help="parent: revert all four kernel changes of PR #233")
-    parser.add_argument("--revert", metavar="CHANGE,...", default=None,
-                        help="restore the parent's behaviour for these changes: " + ", ".join(REVERTIBLE))
+    add_trainer_options(parser, out_default="profile-out")
     parser.add_argument("--unprofiled", type=int, default=10, metavar="N",
                         help="steps timed without the profiler first (default 10)")
     parser.add_argument("--startup-steps", type=int, default=1, metavar="N",
@@ -66,7 +60,8 @@ def add_arguments(parser):
     parser.add_argument("--warmup", type=int, default=2, metavar="U", help="profiler schedule: warm-up steps (2)")
     parser.add_argument("--active", type=int, default=6, metavar="A",
                         help="profiler schedule: traced steps (6; the last is left out of the dilation)")
-    parser.add_argument("--mode", choices=["timing", "full"], default="timing")
+    parser.add_argument("--mode", choices=["timing", "full"], default="timing",
+                        help="what the trace holds and what it costs (see modes above; default: timing)")
     parser.add_argument("--activities", choices=["cuda", "cpu+cuda", "cpu"], default=None,
                         help="override the activities the mode chooses")
     parser.add_argument("--record-shapes", action="store_true", help="opt-in: dilates the step")
@@ -80,26 +75,24 @@ def add_arguments(parser):
                              "host's launches leave the step (auto: on in timing mode on CUDA)")
     parser.add_argument("--compile-warmup", choices=["full", "stage1", "none"], default="stage1",
                         help="trainer compile warm-up before timing (default: the start stage's steps)")
-    parser.add_argument("--data", metavar="DIR", default=None,
-                        help="token shards; the tiny config makes synthetic ones when not given")
-    parser.add_argument("--out", metavar="DIR", default="profile-out", help="output directory")
-    parser.add_argument("--compile", action="store_true", help="torch.compile on CPU too")
-    parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args) -> int:
-    os.environ.setdefault("PYTORCH_ALLOC_CONF", "expandable_segments:True")
     from speedtrace.errors import SpeedtraceError
-    from speedtrace.profiling.trainer_profile import profile_trainer
 
     for name in ("startup_steps", "unprofiled", "wait", "warmup", "active"):
         if getattr(args, name) < 0:
             raise SpeedtraceError(f"--{name.replace('_', '-')} must not be negative")
+    # Every unprofiled and profiled step must lie inside the schedule.
+    cfg = trainer_config_from(args, steps=args.unprofiled + args.wait + args.warmup + args.active)
+    set_allocator_env()
+    from speedtrace.profiling.trainer_profile import profile_trainer
+
     if args.unprofiled < 10 or args.active < 6:
         print("speedtrace profile: note: the dilation needs at least 10 unprofiled and 6 active steps "
               "to meet its definition", flush=True)
     try:
-        profile_trainer(args)
+        profile_trainer(args, cfg, device_from(args))
     except ValueError as exc:
         raise SpeedtraceError(str(exc)) from None
     return 0

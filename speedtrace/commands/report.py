@@ -1,4 +1,4 @@
-"""`speedtrace report`: where a trace's GPU time went, as text, markdown or JSON."""
+"""`speedtrace report`: where a trace's GPU time went, as text, markdown, JSON or an HTML page."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 import re
 import sys
 
-from speedtrace.errors import SpeedtraceError
+from speedtrace.errors import SpeedtraceError, warn
 
 DESCRIPTION = """\
 Summarise a torch.profiler trace (.json or .json.gz) or a directory of per-rank traces:
@@ -14,12 +14,16 @@ GPU time split into compute, exposed communication, exposed memory traffic and i
 compute/communication overlap; SM efficiency and contention; select_backward kernels; the
 longest idle and exposed-communication gaps with the phase and CPU op behind them; the top
 kernels. Definitions: docs/metrics.md. Without PATH, a bundled sample trace is reported.
+--format html writes one self-contained page (the same sections, with figures: the breakdown,
+comm/compute overlap, gaps, top kernels and the timeline of the first step), which opens
+offline in any browser.
 
 examples:
   speedtrace report                       # the bundled H200 speedrun sample
   speedtrace report --sample list         # the bundled samples
   speedtrace report run/ --steps 11-12 --format md
   speedtrace report rank-0.trace.json.gz --format json > report.json
+  speedtrace report run/ --format html -o report.html
 """
 
 _STEPS = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
@@ -28,8 +32,10 @@ _STEPS = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 def add_arguments(parser) -> None:
     parser.add_argument("path", nargs="?", metavar="PATH",
                         help="trace file or directory of rank traces (default: a bundled sample)")
-    parser.add_argument("--format", choices=("text", "md", "json"), default="text",
-                        help="output format (default: text)")
+    parser.add_argument("--format", choices=("text", "md", "json", "html"), default="text",
+                        help="output format (default: text; html needs -o)")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write to FILE instead of standard output (required for html)")
     parser.add_argument("--steps", metavar="A-B",
                         help="only profiler steps A to B (inclusive), or a single step N")
     parser.add_argument("--rank", metavar="R", help="only rank R")
@@ -78,6 +84,44 @@ def microseconds_option(name: str, text: str) -> float:
     return value
 
 
+def check_output(fmt: str, output: str | None) -> None:
+    """An HTML page is several megabytes of markup: never poured onto a terminal."""
+    if fmt == "html" and not output:
+        raise SpeedtraceError("--format html writes a file: give -o FILE (e.g. -o report.html)")
+
+
+def emit(text: str, output: str | None, what: str) -> None:
+    """``text`` to standard output, or to the file ``output`` (written whole or not at all, and
+    a line on stderr saying where it went)."""
+    if output is None:
+        # The text forms use µ, ≥ and ·; never fail on a terminal that cannot show them.
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors="replace")
+        print(text, end="")
+        return
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(output)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            # mkstemp makes the file private; give it the mode any new file would have
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise SpeedtraceError(f"{output}: cannot write the {what}: {exc.strerror or exc}") from None
+    print(f"speedtrace: wrote the {what} to {output} ({len(text.encode()) / 1e6:.1f} MB)", file=sys.stderr)
+
+
 def run(args) -> int:
     from speedtrace import samples
 
@@ -85,6 +129,7 @@ def run(args) -> int:
     rank = _int_option("--rank", args.rank)
     top = _int_option("--top", args.top)
     min_gap_us = microseconds_option("--min-gap-us", args.min_gap_us)
+    check_output(args.format, args.output)
 
     if args.sample == "list":
         print(samples.list_samples())
@@ -95,20 +140,28 @@ def run(args) -> int:
 
     # Imported here so that `speedtrace --help` and the other commands stay light.
     from speedtrace.analysis.load import load
-    from speedtrace.analysis.report import build_report, jsonable, render_markdown, render_text
+    from speedtrace.analysis.render import render
+    from speedtrace.analysis.report import build_report, jsonable
+    from speedtrace.analysis.report_sections import report_sections
 
-    trace_set = load(path, progress=None)
+    trace_set = load(path, progress=None, echo_warnings=False)
     report = build_report(trace_set, steps=steps, rank=rank, top=top, min_gap_us=min_gap_us)
     if args.format == "json":
         import json
 
-        print(json.dumps(jsonable(report), allow_nan=False, indent=1))
-        return 0
-    # The text forms use µ, ≥ and ·; never fail on a terminal that cannot show them.
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(errors="replace")
-    if args.format == "md":
-        print(render_markdown(report), end="")
+        # The JSON carries the warnings too; stderr shows them to whoever runs the command.
+        for w in report["warnings"]:
+            warn(w)
+        emit(json.dumps(jsonable(report), allow_nan=False, indent=1) + "\n", args.output, "report")
+    elif args.format == "html":
+        from speedtrace.analysis.html_figures import report_figures
+        from speedtrace.analysis.render_html import render_html
+
+        # The page shows the warnings at its top; stderr shows them to whoever runs the command.
+        for w in report["warnings"]:
+            warn(w)
+        figures = report_figures(trace_set, report)
+        emit(render_html(report_sections(report), figures), args.output, "report")
     else:
-        print(render_text(report), end="")
+        emit(render(report_sections(report), args.format), args.output, "report")
     return 0

@@ -1,6 +1,7 @@
 """Small real trace sets shipped inside the package, so ``speedtrace report`` works out of the box.
 
-Regenerate them with ``python -m speedtrace.samples.make_samples`` (sources in ATTRIBUTION.md).
+Regenerate them with ``python -m speedtrace.samples.make_samples --data DATA`` (sources in
+ATTRIBUTION.md).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ SAMPLES: dict[str, str] = {
     "h200-parent": "the bundled trainer with --variant parent (PR #233 reverted), same steps and mode",
     "h200-speedrun": "the original record-233 trainer, one H200, one profiler step (CPU+CUDA, no shapes)",
     "nccl-a100": "one A100 rank of a 2-rank NCCL job, three profiler steps (HTA test data, MIT)",
+    "h100x8-normuon": "all 8 ranks of an 8xH100 modded-nanogpt run (NorMuon record), four profiler "
+                      "steps with NCCL collectives (MIT, Keller Jordan)",
 }
 DEFAULT_SAMPLE = "h200-record"
 

@@ -1,6 +1,6 @@
-"""Regenerate the bundled sample trace sets from the project's shared data.
+"""Regenerate the bundled sample trace sets from the project's data folder (not in the repository).
 
-    python -m speedtrace.samples.make_samples [--data ../shared/data]
+    python -m speedtrace.samples.make_samples --data DATA [--from-profile DIR NAME ...]
 
 ``h200-speedrun``: one profiler step of the record-233 trainer on an H200 (CPU+CUDA activities,
 record_shapes off), cut from a two-step trace so the package stays small, with a ``run.json``
@@ -20,12 +20,11 @@ import statistics
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parents[1].parent / "shared" / "data"
 MAX_BYTES = 5 * 1024 * 1024
 
 SPEEDRUN_SOURCE = "external-traces/h200-speedrun-record233-noshapes/rank-0.trace.json.gz"
 SPEEDRUN_STEP = 12  # the second (steadier) of the two traced steps
-# Measured without the profiler on the same machine and config (data README): about 248 ms.
+# The untraced step time recorded with the source trace (same machine and config).
 UNPROFILED_STEP_MS = [248.0]
 NCCL_SOURCE = "external-traces/hta-nccl-a100/nccl_data.json.gz"
 
@@ -116,7 +115,7 @@ def make_speedrun(data: Path, dest: Path) -> None:
     profiled_ms = [round(step_us / 1000.0, 3)]
     run = {
         "schema": "speedtrace.run/1",
-        "source": f"shared/data/{SPEEDRUN_SOURCE}, ProfilerStep#{SPEEDRUN_STEP} only",
+        "source": f"DATA/{SPEEDRUN_SOURCE}, ProfilerStep#{SPEEDRUN_STEP} only",
         "config": "speedrun",
         "variant": "record",
         "mode": "full",
@@ -132,13 +131,13 @@ def make_speedrun(data: Path, dest: Path) -> None:
 
 # What the run.json of a trainer sample cannot say by itself.
 PROFILE_NOTES = {
-    "h200-record": ("benchmarks/gpu_profile_pair.sh, 2026-11-29 (fourth session): record and parent compiled "
-                    "side by side on one H200 host; the record was profiled while the parent, compiled and "
-                    "warmed up, waited, so the host was quiet. Each profile began with a discarded one-step "
-                    "profiler session (startup_steps). Under CPU tracing the host is close to the critical "
-                    "path, so the dilation varies from run to run with the host (benchmarks/RESULTS.md)."),
-    "h200-parent": ("benchmarks/gpu_profile_pair.sh, 2026-11-29 (fourth session): --variant parent (all four "
-                    "kernel changes of PR #233 reverted), profiled after the record variant had finished."),
+    "h200-record": ("full mode (CPU+CUDA, no shapes), 2026-11-29: record and parent variants compiled side by "
+                    "side on one H200 host; the record was profiled while the parent, compiled and warmed "
+                    "up, waited, so the host was quiet. Each profile began with a discarded one-step "
+                    "profiler session (startup_steps). Under CPU tracing the eager step's host is close to "
+                    "the critical path, so its dilation varies with the host's speed."),
+    "h200-parent": ("full mode (CPU+CUDA, no shapes), 2026-11-29: --variant parent (all four kernel changes "
+                    "of PR #233 reverted), profiled after the record variant had finished."),
 }
 
 
@@ -167,13 +166,17 @@ def make_nccl(data: Path, dest: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    parser.add_argument("--data", type=Path, metavar="DATA",
+                        help="the project's data folder (holds external-traces/; not in the repository): "
+                             "remake h200-speedrun and nccl-a100 from it")
     parser.add_argument("--out", type=Path, default=HERE, help="where the sample folders go")
     parser.add_argument("--from-profile", nargs=2, action="append", default=[], metavar=("DIR", "NAME"),
                         help="also cut sample NAME from a `speedtrace profile` trace set in DIR "
-                             "(benchmarks/gpu_profile_pair.sh makes the record and parent ones)")
+                             "(the record and parent ones are full-mode profiles of the speedrun config)")
     args = parser.parse_args(argv)
-    if args.data.is_dir():
+    if args.data is not None:
+        if not (args.data / SPEEDRUN_SOURCE).is_file() or not (args.data / NCCL_SOURCE).is_file():
+            parser.error(f"{args.data}: expected {SPEEDRUN_SOURCE} and {NCCL_SOURCE} in it")
         make_speedrun(args.data, args.out / "h200-speedrun")
         make_nccl(args.data, args.out / "nccl-a100")
     for directory, name in args.from_profile:

@@ -2,7 +2,7 @@
 
 The CPU tests (tests/test_graphs.py) check the bookkeeping with a stand-in for the capture; this
 checks the real one. The whole trainer's graphed steps are compared with eager ones by
-``benchmarks/bench_dilation.py --check-graphs N`` (benchmarks/RESULTS.md).
+``benchmarks/bench_dilation.py --check-graphs N`` (dev/LOG.md, fifth session).
 
 Run on the lent GPU machine: pytest -m gpu tests/gpu/test_graphs_gpu.py
 """

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_every_kernel_at_trainer_shapes(compiled):
-    from speedtrace.kernels import checks
+    import kernel_checks as checks
 
     results = checks.trainer_shape_checks("cuda", compiled=compiled)
     bad = [c for c in results if not c.ok or c.backend != "triton"]
@@ -37,7 +37,9 @@ def test_hopper_takes_the_descriptor_path():
 
 
 def test_e5m2_gradient_is_the_exact_cast_on_gpu():
-    from speedtrace.kernels import checks, ops
+    import kernel_checks as checks
+
+    from speedtrace.kernels import ops
     from speedtrace.kernels import reference as R
 
     logits = (torch.randn(64, 50304, device="cuda") * 6).to(torch.bfloat16)
