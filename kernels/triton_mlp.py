@@ -54,22 +54,39 @@ def _grouped_tile(tile, num_m, num_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
-def _epilogue(acc, pre, FORWARD: tl.constexpr, INTERPRET: tl.constexpr):
-    """Forward: (pre, relu(pre)²). Backward: (2·acc·relu(pre), unused); bf16, one rounding each."""
+def _epilogue(acc, pre, FORWARD: tl.constexpr, INTERPRET: tl.constexpr, BF16: tl.constexpr):
+    """Forward: (pre, relu(pre)²). Backward: (2·acc·relu(pre), unused); bf16, one rounding each.
+
+    With ``BF16`` the arithmetic after rounding acc is done in bf16 (packed on the GPU): the
+    product of two bf16 values is exact before its one rounding, and 2·c is exact, so the
+    results equal the fp32 path's bit for bit, in fewer instructions. The interpreter always
+    takes the fp32 path, whose bf16 rounding it gets right only through ``cast``.
+    """
+    # Every return of a Triton function must have the same types, whichever branch a constexpr
+    # takes: two bf16 tiles (the backward's second one is unused).
+    if BF16 and not INTERPRET:
+        c = acc.to(tl.bfloat16)
+        if FORWARD:
+            r = tl.maximum(c, 0)
+            post = (r * r).to(tl.bfloat16)
+            return c, post
+        else:
+            grad = (2 * c * tl.where(pre > 0, pre, 0)).to(tl.bfloat16)
+            return grad, grad
     c = cast(acc, tl.bfloat16, INTERPRET).to(tl.float32)
     if FORWARD:
         r = tl.maximum(c, 0.0)
         return cast(c, tl.bfloat16, INTERPRET), cast(r * r, tl.bfloat16, INTERPRET)
     else:
-        grad = 2.0 * c * tl.maximum(pre.to(tl.float32), 0.0)
-        return cast(grad, tl.bfloat16, INTERPRET), c
+        grad = cast(2.0 * c * tl.maximum(pre.to(tl.float32), 0.0), tl.bfloat16, INTERPRET)
+        return grad, grad
 
 
 @triton.jit
 def linear_relu_square_tma_kernel(
     a, b, c, aux, M, N, K,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    NUM_SMS: tl.constexpr, FORWARD: tl.constexpr, INTERPRET: tl.constexpr,
+    NUM_SMS: tl.constexpr, FORWARD: tl.constexpr, INTERPRET: tl.constexpr, BF16_EPILOGUE: tl.constexpr,
 ):
     HALF: tl.constexpr = BLOCK_N // 2
     a_desc = tl.make_tensor_descriptor(a, [M, K], [K, 1], [BLOCK_M, BLOCK_K])
@@ -89,16 +106,17 @@ def linear_relu_square_tma_kernel(
         halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, HALF)), (0, 2, 1))
         left, right = tl.split(halves)
         if FORWARD:
-            pre, post = _epilogue(left, left, True, INTERPRET)
+            pre, post = _epilogue(left, left, True, INTERPRET, BF16_EPILOGUE)
             c_desc.store([om, on], pre)
             aux_desc.store([om, on], post)
-            pre, post = _epilogue(right, right, True, INTERPRET)
+            pre, post = _epilogue(right, right, True, INTERPRET, BF16_EPILOGUE)
             c_desc.store([om, on + HALF], pre)
             aux_desc.store([om, on + HALF], post)
         else:
-            grad, _ = _epilogue(left, aux_desc.load([om, on]), False, INTERPRET)
+            grad, _ = _epilogue(left, aux_desc.load([om, on]), False, INTERPRET, BF16_EPILOGUE)
             c_desc.store([om, on], grad)
-            grad, _ = _epilogue(right, aux_desc.load([om, on + HALF]), False, INTERPRET)
+            grad, _ = _epilogue(right, aux_desc.load([om, on + HALF]), False, INTERPRET,
+                                  BF16_EPILOGUE)
             c_desc.store([om, on + HALF], grad)
 
 
@@ -124,11 +142,11 @@ def linear_relu_square_pointer_kernel(
     aux_ptrs = aux + rows[:, None] * s_xm + cols[None, :] * s_xn
     c_ptrs = c + rows[:, None] * s_cm + cols[None, :] * s_cn
     if FORWARD:
-        pre, post = _epilogue(acc, acc, True, INTERPRET)
+        pre, post = _epilogue(acc, acc, True, INTERPRET, True)
         tl.store(c_ptrs, pre, mask=mask)
         tl.store(aux_ptrs, post, mask=mask)
     else:
-        grad, _ = _epilogue(acc, tl.load(aux_ptrs, mask=mask, other=0.0), False, INTERPRET)
+        grad, _ = _epilogue(acc, tl.load(aux_ptrs, mask=mask, other=0.0), False, INTERPRET, True)
         tl.store(c_ptrs, grad, mask=mask)
 
 
@@ -159,6 +177,7 @@ def _run(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, aux: torch.Tensor, f
     launch = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
     tiles = triton.cdiv(M, cfg["BLOCK_M"]) * triton.cdiv(N, cfg["BLOCK_N"])
     if path == "tma":
+        cfg.setdefault("BF16_EPILOGUE", True)   # False: the fp32 epilogue, same results (benchmarks)
         sms = num_sms(a)
         grid = record_launch("linear_relu_square_tma_kernel", (min(sms, tiles),))
         # The allocator is a context variable: set it on every launch, since autograd runs the

@@ -1,6 +1,7 @@
 """Shards, the aligned and unaligned loaders, the bigram hash and the synthetic Markov data."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from speedtrace.cli import main as cli_main
 from speedtrace.errors import SpeedtraceError
 from speedtrace.trainer.data import (
+    LognormalLengths,
     MarkovSource,
     TrainLoader,
     ValLoader,
@@ -288,3 +290,79 @@ def test_staging_packs_arrays_for_one_copy_and_keeps_earlier_batches():
     for arrays, out in kept:
         for a, t in zip(arrays, out):
             assert np.array_equal(t.numpy(), a)
+
+
+# -- web-text-like document lengths ----------------------------------------------------------------
+def test_lognormal_lengths_match_the_distributions_formulas():
+    # X lognormal with ln X ~ N(mu, sigma²): E[X] = exp(mu + sigma²/2), median exp(mu),
+    # Var X = (exp(sigma²) − 1)·E[X]². The default: mean 650, sigma 1 → mu = ln 650 − 1/2.
+    lengths = LognormalLengths()
+    mu = math.log(650) - 0.5
+    assert lengths.mu == pytest.approx(mu)
+    draws = lengths.sample(np.random.default_rng(11), 200_000)
+    assert draws.min() >= 1 and draws.dtype == np.int64
+    sd = math.sqrt(math.e - 1) * 650
+    assert abs(draws.mean() - math.exp(mu + 0.5)) < 4 * sd / math.sqrt(draws.size)   # 4 standard errors
+    assert np.median(draws) == pytest.approx(math.exp(mu), rel=0.02)                 # 394.2
+    # a long tail: P(X > 2000) = Q((ln 2000 − mu)/sigma) ≈ 0.0307
+    tail = 0.5 * math.erfc((math.log(2000) - mu) / math.sqrt(2))
+    assert (draws > 2000).mean() == pytest.approx(tail, abs=0.002)
+
+
+def test_lognormal_pmf_stats_against_independent_estimates():
+    # Wide: one-token bins are fine, so H(L) is the differential entropy mu + 1/2 + ln(sigma·sqrt(2π)).
+    wide = LognormalLengths(650, 1.0)
+    mean, entropy = wide.pmf_stats()
+    assert mean == pytest.approx(650, abs=0.05)
+    assert entropy == pytest.approx(wide.mu + 0.5 + math.log(math.sqrt(2 * math.pi)), abs=1e-3)
+    # Narrow and short: rounding matters; compare with the plug-in estimates of many draws.
+    narrow = LognormalLengths(6, 0.6)
+    draws = narrow.sample(np.random.default_rng(2), 400_000)
+    _, counts = np.unique(draws, return_counts=True)
+    p = counts / counts.sum()
+    mean, entropy = narrow.pmf_stats()
+    assert mean == pytest.approx(draws.mean(), abs=0.02)
+    assert entropy == pytest.approx(float(-(p * np.log(p)).sum()), abs=0.01)
+
+
+def test_markov_stream_with_lognormal_documents():
+    source = MarkovSource(alphabet=12, bos_id=12, candidates=6, support=3, seed=3)
+    lengths = LognormalLengths(40, 0.8)
+    tokens = source.generate(300_000, np.random.default_rng(4), lengths)
+    assert tokens[0] == 12 and tokens.size == 300_000
+    bos = np.flatnonzero(tokens == 12)
+    content = np.diff(bos) - 1          # content tokens of each complete document
+    assert content.min() >= 1           # no empty documents
+    se = math.sqrt(math.exp(0.64) - 1) * 40 / math.sqrt(content.size)
+    assert abs(content.mean() - 40) < 4 * se
+    # same seed, same stream; the content still follows the chain (its conditional entropy)
+    again = source.generate(300_000, np.random.default_rng(4), lengths)
+    assert np.array_equal(tokens, again)
+    h = source.conditional_entropy
+    rate = source.entropy_rate_for(lengths)
+    mean, h_len = lengths.pmf_stats()
+    assert rate == pytest.approx((h_len + mean * h) / (mean + 1))
+    assert h * 40 / 41 < rate < h + h_len / 41
+
+
+def test_data_synth_defaults_to_long_documents(tmp_path, capsys):
+    rc = cli_main(["data", "synth", str(tmp_path), "--config", "speedrun", "--train-tokens", "60000",
+                   "--val-tokens", "20000", "--shard-tokens", "20000"])
+    assert rc == 0
+    facts = json.loads((tmp_path / "synth.json").read_text())
+    assert facts["doc_lengths"]["kind"] == "lognormal" and facts["doc_lengths"]["mean"] == 650
+    assert 300 < facts["tokens_per_document"] < 1300     # ~120 documents: a loose range around 651
+    assert "lognormal" in capsys.readouterr().out
+    tokens = read_shard(tmp_path / "synth_train_000000.bin")
+    assert tokens[0] == 50256
+    rc = cli_main(["data", "synth", str(tmp_path / "g"), "--doc-lengths", "geometric", "--doc-len", "24",
+                   "--train-tokens", "4000", "--val-tokens", "1000"])
+    assert rc == 0
+    assert json.loads((tmp_path / "g" / "synth.json").read_text())["doc_lengths"]["kind"] == "geometric"
+
+
+@pytest.mark.parametrize("argv", [["--doc-sigma", "0"], ["--doc-len", "nan"], ["--doc-len", "0.5"],
+                                  ["--doc-sigma", "5"]])
+def test_data_synth_rejects_bad_lengths(tmp_path, capsys, argv):
+    assert cli_main(["data", "synth", str(tmp_path), *argv]) == 2
+    assert "--doc" in capsys.readouterr().err

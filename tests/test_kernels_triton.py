@@ -129,6 +129,22 @@ else:
         exact = R.softcapped_ce_backward(grad.double(), logits.double(), lse.double(), targets, weights, 1e-3)
         assert checks.e5m2_steps(d, exact) <= 1
 
+    def test_cross_entropy_backward_repeated_and_bad_targets():
+        # The backward rewrites the target columns after its main loop: a token that is the
+        # target of several of the next n_predict positions gets their summed weights (row 0:
+        # 1 + 0.5 + 0.25 at column 7), and a target outside [0, n_cols) (80, −1) writes nothing,
+        # not even into the next row.
+        from speedtrace.kernels import ops
+        logits = (torch.randn(6, 80) * 6).to(torch.bfloat16)
+        targets = torch.tensor([7, 7, 7, 80, -1, 3])
+        weights = torch.tensor([1.0, 0.5, 0.25])
+        _, lse = ops.softcapped_ce_fwd_op(logits, targets, weights, 23.0, 5.0, 7.5)
+        grad = torch.rand(6) + 0.5
+        d = ops.softcapped_ce_bwd_op(grad, logits, lse, targets, weights, 1e-3, 23.0, 5.0, 7.5)
+        exact = R.softcapped_ce_backward(grad.double(), logits.double(), lse.double(), targets, weights, 1e-3)
+        assert checks.e5m2_steps(d, exact) <= 1
+        assert d[0, 7].float() < 0 < d[2, 0].float()   # picked weights outweigh S_w·p; row 2 untouched by row 1
+
     def test_inside_torch_compile():
         torch.manual_seed(1)
         x = torch.randn(24, 16, dtype=torch.bfloat16, requires_grad=True)

@@ -404,8 +404,27 @@ class MarkovSource:
         h = self.conditional_entropy
         return bos_share * h + (1 - bos_share) * (end_entropy + (1 - q) * h)
 
-    def generate(self, n_tokens: int, rng: np.random.Generator) -> np.ndarray:
-        """``n_tokens`` of the stream, starting with a BOS."""
+    def entropy_rate_for(self, lengths: LognormalLengths) -> float:
+        """Entropy per token, nats, of the stream whose documents have ``lengths`` content tokens.
+
+        A document is a BOS and L content tokens, L drawn independently; a predictor that knows
+        how far into its document it is pays H(L) once per document (where it ends) and H(p) per
+        content token, so the rate is (H(L) + E[L]·H(p)) / (E[L] + 1). With geometric lengths
+        this is ``entropy_rate``.
+        """
+        mean, h_len = lengths.pmf_stats()
+        return (h_len + mean * self.conditional_entropy) / (mean + 1)
+
+    def generate(self, n_tokens: int, rng: np.random.Generator,
+                 lengths: LognormalLengths | None = None) -> np.ndarray:
+        """``n_tokens`` of the stream, starting with a BOS.
+
+        Without ``lengths`` a document ends after each content token with probability
+        ``end_prob`` (geometric lengths); with them, document lengths are drawn from ``lengths``
+        first, then the content.
+        """
+        if lengths is not None:
+            return self._generate_documents(n_tokens, rng, lengths)
         k = np.searchsorted(np.cumsum(self.p), rng.random(n_tokens), side="right")
         k = np.minimum(k, self.p.size - 1).tolist()
         ends = (rng.random(n_tokens) < self.end_prob).tolist()
@@ -425,6 +444,96 @@ class MarkovSource:
             a, b = b, ctx
         return np.array(out, dtype=np.uint16)
 
+    def _generate_documents(self, n_tokens: int, rng: np.random.Generator, lengths: LognormalLengths) -> np.ndarray:
+        starts = lengths.document_starts(n_tokens, rng)
+        is_bos = np.zeros(n_tokens, dtype=bool)
+        is_bos[starts] = True
+        k = np.searchsorted(np.cumsum(self.p), rng.random(n_tokens), side="right")
+        k = np.minimum(k, self.p.size - 1).tolist()
+        succ = self.successors.reshape(-1).tolist()
+        n_ctx, s = self.alphabet + 1, self.p.size
+        bos_ctx = self.alphabet
+        out = [0] * n_tokens
+        a = b = bos_ctx
+        for i, bos in enumerate(is_bos.tolist()):
+            if bos:
+                out[i], ctx = self.bos_id, bos_ctx
+            else:
+                out[i] = ctx = succ[(a * n_ctx + b) * s + k[i]]
+            a, b = b, ctx
+        return np.array(out, dtype=np.uint16)
+
+
+def _erfc(x: np.ndarray) -> np.ndarray:
+    """Elementwise erfc (numpy has none; math's is accurate far into the tails)."""
+    return np.frompyfunc(math.erfc, 1, 1)(np.asarray(x, dtype=np.float64)).astype(np.float64)
+
+
+class LognormalLengths:
+    """Long-tailed document lengths like web text's: L = max(1, round(X)) content tokens, where
+    ln X is normal with standard deviation ``sigma`` and X has mean ``mean``.
+
+    The defaults (mean 650, σ 1: median ≈ 394) are near FineWeb's documents in GPT-2 tokens,
+    whose median is about 400 (the record sizes its document table from that) and whose mean is
+    several hundred tokens with a long tail of long pages. Document length matters to the step
+    time: flex attention skips the blocks between documents, so short documents make the
+    attention cheap.
+    """
+
+    def __init__(self, mean: float = 650.0, sigma: float = 1.0):
+        if not mean >= 1:
+            raise ValueError(f"mean document length {mean} is below one token")
+        if not 0 < sigma <= 3:
+            raise ValueError(f"sigma {sigma} must be in (0, 3]")
+        self.mean, self.sigma = float(mean), float(sigma)
+        self.mu = math.log(self.mean) - self.sigma ** 2 / 2   # E[X] = exp(mu + sigma²/2)
+
+    def as_dict(self) -> dict:
+        return {"kind": "lognormal", "mean": self.mean, "sigma": self.sigma, "median": math.exp(self.mu)}
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """``size`` document lengths (content tokens, int64, at least 1)."""
+        return np.maximum(1, np.rint(rng.lognormal(self.mu, self.sigma, size))).astype(np.int64)
+
+    def document_starts(self, n_tokens: int, rng: np.random.Generator) -> np.ndarray:
+        """Positions of the BOS tokens in a stream of ``n_tokens`` that starts with one."""
+        starts, pos = [], 0
+        while pos < n_tokens:
+            # Enough documents to cover the rest of the stream, most of the time in one draw.
+            n = max(16, int(1.25 * (n_tokens - pos) / (self.mean + 1)) + 16)
+            cut = pos + np.cumsum(np.concatenate([[0], self.sample(rng, n) + 1]))
+            starts.append(cut[:-1][cut[:-1] < n_tokens])
+            pos = int(cut[-1])
+        return np.concatenate(starts)
+
+    def _survival(self, x: np.ndarray) -> np.ndarray:
+        """P(X > x)."""
+        return 0.5 * _erfc((np.log(x) - self.mu) / (self.sigma * math.sqrt(2)))
+
+    def pmf_stats(self) -> tuple[float, float]:
+        """(E[L], H(L) in nats) of the rounded lengths.
+
+        Summed over the lengths up to a cut-off; past it, where one token is a negligible bin,
+        the lognormal's own tail integrals stand in (E[X; X > a] and ∫ −f·ln f over x > a).
+        """
+        top = int(min(math.exp(self.mu + 8.5 * self.sigma), 1 << 18))
+        edges = np.arange(1, top + 1) + 0.5           # L = l when l − ½ ≤ X < l + ½
+        surv = np.concatenate([[1.0], self._survival(edges)])
+        p = surv[:-1] - surv[1:]
+        ls = np.arange(1, top + 1)
+        nz = p > 0
+        mean = float((p * ls).sum())
+        entropy = float(-(p[nz] * np.log(p[nz])).sum())
+        a = top + 0.5
+        za = (math.log(a) - self.mu) / self.sigma
+        q = 0.5 * math.erfc(za / math.sqrt(2))        # P(X > a)
+        phi = math.exp(-za * za / 2) / math.sqrt(2 * math.pi)
+        mean += math.exp(self.mu + self.sigma ** 2 / 2) * 0.5 * math.erfc((za - self.sigma) / math.sqrt(2))
+        # −ln f(x) = ln x + ln(σ√(2π)) + z²/2 with ln x = μ + σz, integrated against φ(z) for z > za.
+        entropy += ((self.mu + math.log(self.sigma * math.sqrt(2 * math.pi))) * q + self.sigma * phi
+                    + 0.5 * (za * phi + q))
+        return mean, entropy
+
 
 def unigram_entropy(tokens: np.ndarray) -> float:
     """Entropy, nats, of the token frequencies of ``tokens`` (what a unigram model would lose)."""
@@ -443,12 +552,13 @@ def bigram_entropy(tokens: np.ndarray) -> float:
 
 
 def synth(data_dir: str | os.PathLike, *, train_tokens: int, val_tokens: int, shard_tokens: int,
-          alphabet: int = 256, bos_id: int = 256, doc_len: float = 24.0, seed: int = 0) -> dict:
+          alphabet: int = 256, bos_id: int = 256, doc_len: float = 24.0, seed: int = 0,
+          lengths: LognormalLengths | None = None) -> dict:
     """Write synthetic train and val shards of ``MarkovSource`` documents; returns their facts.
 
     The facts (entropies in nats, shard names, the chain's parameters) are also written to
-    ``synth.json`` beside the shards. ``doc_len`` is the mean number of content tokens of a
-    document (geometric lengths; FineWeb's median is about 400).
+    ``synth.json`` beside the shards. Document lengths: ``lengths`` when given (web-text-like,
+    long-tailed), else geometric with ``doc_len`` mean content tokens.
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -459,19 +569,28 @@ def synth(data_dir: str | os.PathLike, *, train_tokens: int, val_tokens: int, sh
     files, all_tokens = {"train": [], "val": []}, []
     for split, total in (("val", val_tokens), ("train", train_tokens)):
         for i, start in enumerate(range(0, total, shard_tokens)):
-            tokens = source.generate(min(shard_tokens, total - start), rng)
+            tokens = source.generate(min(shard_tokens, total - start), rng, lengths)
             path = data_dir / f"synth_{split}_{i:06d}.bin"
             write_shard(path, tokens)
             files[split].append(path.name)
             all_tokens.append(tokens)
     stream = np.concatenate(all_tokens)
+    if lengths is None:
+        doc_lengths = {"kind": "geometric", "mean": float(doc_len)}
+        rate = source.entropy_rate
+    else:
+        doc_lengths = lengths.as_dict()
+        rate = source.entropy_rate_for(lengths)
     facts = {
-        "alphabet": alphabet, "bos_id": bos_id, "seed": seed, "end_prob": source.end_prob,
+        "alphabet": alphabet, "bos_id": bos_id, "seed": seed,
+        "end_prob": source.end_prob if lengths is None else None,
+        "doc_lengths": doc_lengths,
         "train_tokens": train_tokens, "val_tokens": val_tokens, "shard_tokens": shard_tokens,
         "conditional_entropy": source.conditional_entropy,
-        "entropy_rate": source.entropy_rate,
+        "entropy_rate": rate,
         "unigram_entropy": unigram_entropy(stream),
         "bigram_entropy": bigram_entropy(stream),
+        "tokens_per_document": float(stream.size / max(1, int((stream == bos_id).sum()))),
         "files": files,
     }
     (data_dir / "synth.json").write_text(json.dumps(facts, indent=2) + "\n")
