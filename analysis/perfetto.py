@@ -156,7 +156,7 @@ def annotation_events(rank: RankTrace, run: dict | None = None, *, min_gap_us: f
 def annotated_json(src_path: str, extra: list[dict]) -> bytes:
     """The source trace's JSON with ``extra`` appended to its ``traceEvents``; every other
     byte of the events and every top-level key kept as written (in order)."""
-    buf, size = read_bytes(src_path)
+    buf, size, _ = read_bytes(src_path)
     try:
         view = memoryview(buf)[:size]
         try:

@@ -6,14 +6,20 @@
 # the kernel harness compiles; then, the trainers idle, the kernels are checked and timed; then
 # each trainer in turn times and profiles its stage-1 steps; the diffs and tables come last.
 # Shards: web-text-like document lengths (speedtrace data synth's default, lognormal mean 650).
-source dev/gpu_shim.sh
 set -o pipefail
+# The checkout installed in place (README "Running from a checkout"), plus wheels carried in .whl/
+# (msgspec, where the image lacks it).
+python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 2
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps .whl/*.whl || exit 2
+fi
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 work=${WORK:-/tmp/anchor-run}
 rm -rf "$work" && mkdir -p "$work"
-python -P benchmarks/synth_data_parallel.py /tmp/anchor-data --train-shards ${SHARDS:-24} --val-shards 0 \
+python -P benchmarks/synth_data_parallel.py "$work/data" --train-shards ${SHARDS:-24} --val-shards 0 \
   > "$work/data.json"
 ( timeout ${TRAINER_TIMEOUT:-560} python -P benchmarks/anchor_trainer.py --anchor "$ANCHOR" \
-    ${PARENT_ANCHOR:+--parent-anchor "$PARENT_ANCHOR"} --data /tmp/anchor-data --out "$work/trainer" \
+    ${PARENT_ANCHOR:+--parent-anchor "$PARENT_ANCHOR"} --data "$work/data" --out "$work/trainer" \
     --ready "$work/trainers.ready" --wait-for "$work/kernels.done" --timeout ${ORCH_TIMEOUT:-540} \
     > "$work/trainer.log" 2>&1; touch "$work/trainers.ready" ) &
 timeout ${KERNEL_TIMEOUT:-540} python -P benchmarks/anchor_kernels.py --anchor "$ANCHOR" ${KERNEL_ARGS:---variants} \

@@ -16,6 +16,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 if not INTERPRETED:
 
+    @pytest.mark.slow
     @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU suite covers the kernels there")
     def test_triton_kernels_under_the_interpreter():
         run_file_in_child(__file__, TRITON_INTERPRET="1")

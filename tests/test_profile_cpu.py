@@ -116,6 +116,7 @@ def test_negative_step_counts_are_refused(tmp_path, flag):
     assert proc.stderr.strip().splitlines() == [f"speedtrace profile: error: {flag} must not be negative"]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_under_torchrun(tmp_path):
     """`speedtrace profile` under torchrun: a trace per rank that says which rank it is, and each
     label's collective phases (reduce, update, gather) inside the optimizer range on every rank."""

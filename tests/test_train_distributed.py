@@ -102,12 +102,14 @@ def test_two_gloo_ranks_equal_one_rank_with_accumulation(data_dir, tmp_path):
     _assert_close(_distributed(cfg, data_dir, 2, 2, tmp_path), _single(cfg, data_dir, 2))
 
 
+@pytest.mark.slow
 def test_eight_gloo_ranks_with_sparse_bigram_comms_equal_one_rank(data_dir, tmp_path):
     cfg = small_config(micro_batches=8, tokens=16)
     assert effective_comms(PARAM_TABLE["bigram_embed"], 8, 1) == "sharded_sparse"
     _assert_close(_distributed(cfg, data_dir, 8, 2, tmp_path), _single(cfg, data_dir, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world, micro_batches, tokens", [(2, 2, 32), (8, 8, 16)])
 def test_graphed_micro_batches_train_alike_on_gloo_ranks(data_dir, tmp_path, world, micro_batches, tokens):
     # Graph replays (their CPU stand-in, tests/test_graphs.py) with zeroed instead of dropped
@@ -121,6 +123,7 @@ def test_graphed_micro_batches_train_alike_on_gloo_ranks(data_dir, tmp_path, wor
         assert torch.equal(graphed["state"][name], value), name
 
 
+@pytest.mark.slow
 def test_cli_under_torchrun(tmp_path):
     # The command line under the real launcher: torchrun's environment (RANK, WORLD_SIZE,
     # MASTER_ADDR, ...) picks the gloo group on CPU, the summary reports both ranks, and rank 0
