@@ -11,7 +11,9 @@ The public API (stable; notebooks and ``diff`` build on it)::
     speedtrace.analysis.device_report(rank_trace, device_id)  # one rank entry of the report JSON
 
 Each list function returns ``Records`` (a list of plain dicts) with ``.to_pandas()`` for a
-DataFrame built on demand. Importing this package imports neither pandas nor torch.
+DataFrame built on demand. Importing this package imports neither pandas nor torch; figures live
+in ``speedtrace.analysis.figures`` (plotly, imported on use). docs/architecture.md maps every
+module and metric.
 """
 
 from speedtrace.analysis.events import EventTable, RankTrace, Records, TraceSet  # noqa: F401
