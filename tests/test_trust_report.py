@@ -160,3 +160,69 @@ def test_hostile_names_cannot_break_markdown(tmp_path, capsys):
     assert "`` tick`tock ``" in out and "`pipe\\|kernel`" in out
     # HTML only inside code spans, where markdown shows it as text
     assert out.count("<img") == out.count("`<img src=x onerror=alert(1)>`") == 1
+
+
+# ------------------------------------------------------------------ the same rules on real traces
+
+def test_occupancy_on_a_real_h200_trace_matches_the_raw_json(capsys):
+    """Σ occ·dur / Σ dur over the compute kernels with an estimate, and their share of compute
+    kernel time, worked out from the raw JSON with the json module alone."""
+    import gzip
+
+    from speedtrace.samples import sample_path
+
+    path = sample_path("h200-record")
+    with gzip.open(path / "rank-0.trace.json.gz", "rt") as f:
+        events = json.load(f)["traceEvents"]
+    kernels = [e for e in events if e.get("ph") == "X" and e.get("cat") == "kernel"
+               and not re.search("nccl|rccl", e["name"], re.I)]
+    with_occ = [e for e in kernels if (e.get("args") or {}).get("est. achieved occupancy %", 0) > 0]
+    weighted = sum(e["args"]["est. achieved occupancy %"] * e["dur"] for e in with_occ)
+    expected = weighted / sum(e["dur"] for e in with_occ)
+    coverage = 100 * sum(e["dur"] for e in with_occ) / sum(e["dur"] for e in kernels)
+    rep = _report_json(capsys, path)
+    totals = rep["ranks"][0]["totals"]
+    assert totals["achieved_occupancy_pct"] == pytest.approx(expected, rel=1e-9)
+    assert totals["achieved_occupancy_coverage_pct"] == pytest.approx(coverage, rel=1e-9)
+    assert 0 < len(with_occ) < len(kernels)        # the sample has both kinds
+
+
+def test_diff_of_real_traces_from_two_gpu_models_warns(tmp_path, capsys):
+    import gzip
+    import shutil
+
+    from speedtrace.samples import sample_path
+
+    before = tmp_path / "parent"
+    shutil.copytree(sample_path("h200-parent"), before)
+    after = tmp_path / "record"
+    shutil.copytree(sample_path("h200-record"), after)
+    trace = after / "rank-0.trace.json.gz"
+    with gzip.open(trace, "rt") as f:
+        data = json.load(f)
+    for d in data["deviceProperties"]:
+        d["name"] = "NVIDIA H100 80GB HBM3"
+    with gzip.open(trace, "wt") as f:
+        json.dump(data, f)
+    assert main(["diff", str(before), str(after), "--format", "json"]) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert sum("different GPU models (before: NVIDIA H200; after: NVIDIA H100 80GB HBM3)" in w
+               for w in warnings) == 1
+
+
+def test_hta_trace_compare_gpu_time_outside_the_steps_is_named(tmp_path, capsys):
+    """HTA's trace_compare trace: about 1,686 µs of GPU time outside its profiler steps and 4 µs
+    inside (the issue's figures); comparing it per step must say so."""
+    import shutil
+
+    src = __import__("pathlib").Path(__file__).parent / "fixtures" / "hta" / "trace_compare_base.json.gz"
+    sides = []
+    for name in ("before", "after"):
+        (tmp_path / name).mkdir()
+        shutil.copy(src, tmp_path / name / src.name)
+        sides.append(str(tmp_path / name))
+    assert main(["diff", *sides, "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["basis"] == "per_step"
+    found = [w for w in doc["warnings"] if "outside the profiler steps" in w]
+    assert len(found) == 2 and all("1.69 ms" in w and "(100%)" in w for w in found)
