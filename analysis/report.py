@@ -9,10 +9,12 @@ says the same thing.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from typing import Any
 
+from speedtrace.analysis.fmt import median as _median
+from speedtrace.analysis.fmt import number as _number
+from speedtrace.analysis.fmt import number_list as _number_list
 from speedtrace.errors import SpeedtraceError
 from speedtrace.profiling import runinfo
 from speedtrace.profiling.verdict import host_bound, host_times
@@ -183,22 +185,3 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-def _number(x) -> float | None:
-    """A finite float (numpy numbers included), or None for null, NaN, text or booleans."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        return None
-    return float(x) if math.isfinite(x) else None
-
-
-def _number_list(xs) -> list[float]:
-    if not isinstance(xs, (list, tuple)):
-        return []
-    return [v for v in (_number(x) for x in xs) if v is not None]
-
-
-def _median(xs: list[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2

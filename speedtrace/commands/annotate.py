@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from speedtrace.commands.output import check_output_file
 from speedtrace.commands.report import microseconds_option
 from speedtrace.errors import SpeedtraceError
 
@@ -47,16 +48,9 @@ def run(args) -> int:
         return 0
     if args.sample is not None and args.path is not None:
         raise SpeedtraceError("give PATH or --sample NAME, not both")
-    if not args.output:
-        raise SpeedtraceError("give the file to write with -o FILE")
+    out = check_output_file(args.output, "annotated trace")
     path = os.fspath(args.path if args.path is not None
                      else samples.sample_path(args.sample or samples.DEFAULT_SAMPLE))
-    out = args.output
-    if os.path.isdir(out):
-        raise SpeedtraceError(f"{out}: is a directory; give a file name for the annotated trace")
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise SpeedtraceError(f"{out}: directory {parent} does not exist")
 
     from speedtrace.analysis.load import load
     from speedtrace.analysis.perfetto import write_annotated

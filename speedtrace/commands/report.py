@@ -99,26 +99,9 @@ def emit(text: str, output: str | None, what: str) -> None:
             sys.stdout.reconfigure(errors="replace")
         print(text, end="")
         return
-    import os
-    import tempfile
-    from pathlib import Path
+    from speedtrace.commands.output import write_file
 
-    path = Path(output)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            # mkstemp makes the file private; give it the mode any new file would have
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise SpeedtraceError(f"{output}: cannot write the {what}: {exc.strerror or exc}") from None
+    write_file(output, text, what)
     print(f"speedtrace: wrote the {what} to {output} ({len(text.encode()) / 1e6:.1f} MB)", file=sys.stderr)
 
 

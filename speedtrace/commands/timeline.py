@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
+from speedtrace.commands.output import check_output_file, write_file
 from speedtrace.commands.report import _int_option, microseconds_option, parse_steps
 from speedtrace.errors import SpeedtraceError
 
@@ -44,22 +44,6 @@ def _progress(message: str) -> None:
     print(f"speedtrace timeline: {message}", file=sys.stderr, flush=True)
 
 
-def write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it, so that a failed write
-    leaves no half-written page; SpeedtraceError naming the path when it cannot be written."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise SpeedtraceError(f"{path}: cannot write ({e.strerror or e})") from None
-
-
 def render_page(trace_set, fig, *, title: str, warnings: list[str]) -> str:
     """The HTML page: title, the trace's path, its warnings, a line on how to read it, the figure."""
     from speedtrace.analysis.html_page import esc, figure_html, page
@@ -89,15 +73,8 @@ def run(args) -> int:
         return 0
     if args.sample is not None and args.path is not None:
         raise SpeedtraceError("give PATH or --sample NAME, not both")
-    if not args.output:
-        raise SpeedtraceError("give the file to write with -o FILE")
+    out = check_output_file(args.output, "HTML page")
     path = args.path if args.path is not None else samples.sample_path(args.sample or samples.DEFAULT_SAMPLE)
-    out = args.output
-    if os.path.isdir(out):
-        raise SpeedtraceError(f"{out}: is a directory; give a file name for the HTML page")
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise SpeedtraceError(f"{out}: directory {parent} does not exist")
 
     from speedtrace.analysis.figures_timeline import build_figure, select_blocks, timeline_title
     from speedtrace.analysis.load import load
@@ -115,6 +92,6 @@ def run(args) -> int:
     fig = build_figure(blocks, title=timeline_title(trace_set, steps), min_gap_us=min_gap_us,
                        x_title="time since the first event (ms)")
     html = render_page(trace_set, fig, title="speedtrace timeline", warnings=warnings)
-    write_text(out, html)
+    write_file(out, html, "HTML page")
     _progress(f"wrote {out} ({len(html.encode()) / 1e6:.1f} MB) in {time.monotonic() - t0:.1f} s")
     return 0
