@@ -24,6 +24,7 @@ from speedtrace.analysis import intervals as iv
 from speedtrace.analysis.comm_queue import comm_queue_totals, comm_readiness  # noqa: F401
 from speedtrace.analysis.events import Cat
 from speedtrace.analysis.links import INDUCTOR_RANGE, PROFILER_STEP, Nesting, thread_keys
+from speedtrace.analysis.memo import keep_last
 from speedtrace.analysis.timeline import cpu_context
 
 RECORD_PARAM_COMMS = "record_param_comms"
@@ -175,21 +176,9 @@ def _optional_int(v):
     return int(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
 
 
-_cache: dict[int, tuple[object, CollectiveTable]] = {}
-
-
+@keep_last()
 def collective_table(tl) -> CollectiveTable:
-    """Every comm kernel of the timeline with its row (cached for the last timeline)."""
-    hit = _cache.get(id(tl))
-    if hit is not None and hit[0] is tl:
-        return hit[1]
-    result = _table(tl)
-    _cache.clear()
-    _cache[id(tl)] = (tl, result)
-    return result
-
-
-def _table(tl) -> CollectiveTable:
+    """Every comm kernel of the timeline with its row (kept for the last timeline)."""
     rank = tl.rank
     ready = comm_readiness(tl)
     idx = ready.idx

@@ -29,6 +29,7 @@ import numpy as np
 from speedtrace.analysis import intervals as iv
 from speedtrace.analysis.events import LAUNCH_CATS, Cat
 from speedtrace.analysis.links import thread_keys
+from speedtrace.analysis.memo import keep_last
 
 WAIT_CALL = "cudaStreamWaitEvent"
 RECORD_CALLS = ("cudaEventRecord", "cudaEventRecordWithFlags")
@@ -143,22 +144,10 @@ def _sync_waits(tl, rank) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]
     return result
 
 
-_cache: dict[int, tuple[object, Readiness]] = {}
-
-
+@keep_last()
 def comm_readiness(tl) -> Readiness:
-    """When each comm kernel of the timeline was ready (see the module docstring); cached for
+    """When each comm kernel of the timeline was ready (see the module docstring); kept for
     the last timeline asked about."""
-    hit = _cache.get(id(tl))
-    if hit is not None and hit[0] is tl:
-        return hit[1]
-    result = _readiness(tl)
-    _cache.clear()
-    _cache[id(tl)] = (tl, result)
-    return result
-
-
-def _readiness(tl) -> Readiness:
     rank, ev = tl.rank, tl.rank.events
     stream = streams_of(tl)
     idx = np.flatnonzero(tl.is_comm)

@@ -16,6 +16,7 @@ from speedtrace.analysis import intervals as iv
 from speedtrace.analysis import select_backward as sb
 from speedtrace.analysis.events import GPU_ACTIVITY, Cat, RankTrace
 from speedtrace.analysis.links import CpuContext, StepWindows, launch_rows, step_windows
+from speedtrace.analysis.memo import keep_last
 
 COMM = re.compile(r"nccl|rccl", re.IGNORECASE)
 
@@ -56,19 +57,10 @@ class DeviceTimeline:
         return None if row < 0 else self.rank.events.names[self.rank.events.name[row]]
 
 
-_cpu_cache: dict[int, tuple[object, CpuContext]] = {}
-
-
+@keep_last(key=lambda rank: rank.events)
 def cpu_context(rank: RankTrace) -> CpuContext:
     """The rank's CPU nesting, built once per event table (devices of a rank share it)."""
-    key = id(rank.events)
-    hit = _cpu_cache.get(key)
-    if hit is not None and hit[0] is rank.events:
-        return hit[1]
-    ctx = CpuContext(rank.events)
-    _cpu_cache.clear()
-    _cpu_cache[key] = (rank.events, ctx)
-    return ctx
+    return CpuContext(rank.events)
 
 
 def device_timeline(rank: RankTrace, device_id: int, run=None) -> DeviceTimeline:

@@ -16,7 +16,7 @@ ANALYSIS = Path(__file__).resolve().parent.parent / "analysis"
 
 # Layer of every module of analysis/, in data-flow order. A new module must be placed here.
 LAYERS: dict[str, list[str]] = {
-    "base": ["intervals", "fmt", "tables", "sections", "html_page", "select_backward", "events"],
+    "base": ["memo", "intervals", "fmt", "tables", "sections", "html_page", "select_backward", "events"],
     "decode": ["screen", "decode", "load", "logparse"],
     "timeline": ["links", "timeline", "gaps", "kernels", "host", "comm_queue", "collectives", "tracks"],
     "metrics": ["sums", "metrics", "noise", "kernel_match", "diff_verdict", "diff", "report", "runs",
