@@ -78,7 +78,7 @@ class Side:
 
 def load_side(trace_set: TraceSet, *, min_gap_us: float = 5.0) -> Side:
     """``device_metrics`` for every (rank, device) with GPU activity; SpeedtraceError when none has."""
-    entries = [device_metrics(rt, d, trace_set.run, min_gap_us=min_gap_us, top=0, gap_groups=True)
+    entries = [device_metrics(rt, d, trace_set.run, min_gap_us=min_gap_us, top=0, for_diff=True)
                for rt in trace_set.ranks for d in rt.gpu_devices()]
     if not entries:
         raise SpeedtraceError(f"{trace_set.path}: no GPU activity (kernel, memcpy, memset) to compare")

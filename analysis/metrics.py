@@ -16,7 +16,7 @@ Choices where metrics.md leaves room:
 - ``select_backward_cpu_ops`` counts the rank's ``aten::select_backward`` ops (all devices of a
   rank share them); per step it counts those starting inside the step's CPU annotation and is
   null for other step sources.
-- Per-step gap groups (``gap_groups``) are the gaps inside each step's own GPU span, as for the
+- Per-step gap groups (``gap_groups``, for the diff) are the gaps inside each step's own GPU span, as for the
   step's ``idle_us``; they are grouped by kind and ``phase_group`` (Inductor's compiled-graph
   ranges without their hash, which changes whenever the compiled code does).
 """
@@ -55,9 +55,10 @@ class StepMetrics:
 class DeviceMetrics:
     """Everything measured on one (rank, device); times relative to ``origin_ts_us``.
 
-    ``kernel_sums`` maps (kernel key, step or None for the whole selection) to (count, µs);
-    ``gap_groups`` maps ((kind, phase group), step or None) to (count, µs) of the gaps of at
-    least ``min_gap_us`` (filled only when asked for: the report lists gaps, the diff groups them).
+    The diff's tables, filled only when asked for (``for_diff``; the report needs none of
+    them): ``kernel_sums`` maps (kernel key, step or None for the whole selection) to
+    (count, µs), with each key's class, launching aten ops and phases; ``gap_groups`` maps
+    ((kind, phase group), step or None) to (count, µs) of the gaps of at least ``min_gap_us``.
     """
 
     rank: int
@@ -137,13 +138,13 @@ def _phase_table(tl: DeviceTimeline, sel: np.ndarray) -> list[dict]:
 
 def device_metrics(rank_trace: RankTrace, device_id: int, run=None, *,
                    step_range: tuple[int, int] | None = None, min_gap_us: float = 5.0,
-                   top: int | None = None, gap_groups: bool = False) -> DeviceMetrics:
+                   top: int | None = None, for_diff: bool = False) -> DeviceMetrics:
     """The ``DeviceMetrics`` of one device of a rank.
 
     ``step_range`` (first, last), inclusive, keeps those steps: the whole-selection sums,
     phases, gaps and kernels then cover their GPU activity only. ``top`` caps the gap list
-    (longest first; the kernel table stays whole). ``gap_groups`` also tallies every gap, whole
-    and per step, by (kind, phase group), as ``diff`` compares them.
+    (longest first; the kernel table stays whole). ``for_diff`` also tallies kernels and every
+    gap, whole and per step, by key and by (kind, phase group), as ``diff`` compares them.
     """
     tl = device_timeline(rank_trace, device_id, run)
     ev = rank_trace.events
@@ -190,8 +191,8 @@ def device_metrics(rank_trace: RankTrace, device_id: int, run=None, *,
         collectives=collectives(tl, sel), collective_table=collective_table(tl))
     if tl.is_comm[sel].any():
         out.warnings += comm_readiness(tl).warnings
-    _kernel_sums(out, tl, sel)
-    if gap_groups:
+    if for_diff:
+        _kernel_sums(out, tl, sel)
         _gap_groups(out, tl, sel)
     return out
 
