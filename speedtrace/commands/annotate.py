@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from speedtrace.commands.output import check_output_file
+from speedtrace.commands.output import check_output_file, trace_path
 from speedtrace.commands.report import microseconds_option
 from speedtrace.errors import SpeedtraceError
 
@@ -40,17 +40,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from speedtrace import samples
-
     min_gap_us = microseconds_option("--min-gap-us", args.min_gap_us)
-    if args.sample == "list":
-        print(samples.list_samples())
+    path = trace_path(args.path, args.sample)
+    if path is None:
         return 0
-    if args.sample is not None and args.path is not None:
-        raise SpeedtraceError("give PATH or --sample NAME, not both")
     out = check_output_file(args.output, "annotated trace")
-    path = os.fspath(args.path if args.path is not None
-                     else samples.sample_path(args.sample or samples.DEFAULT_SAMPLE))
 
     from speedtrace.analysis.load import load
     from speedtrace.analysis.perfetto import write_annotated

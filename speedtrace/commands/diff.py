@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from speedtrace.commands.report import check_output, emit, microseconds_option
-from speedtrace.errors import warn
+from speedtrace.commands.output import check_output, publish
+from speedtrace.commands.report import microseconds_option
 
 DESCRIPTION = """\
 Compare two torch.profiler traces (.json or .json.gz) or directories of per-rank traces:
@@ -42,28 +42,11 @@ def run(args) -> int:
     # Imported here so that `speedtrace --help` and the other commands stay light.
     from speedtrace.analysis.diff import build_diff
     from speedtrace.analysis.diff_sections import diff_sections
+    from speedtrace.analysis.html_figures import diff_figures
     from speedtrace.analysis.load import load
-    from speedtrace.analysis.render import render
-    from speedtrace.analysis.report import jsonable
 
     before = load(args.before, progress=None, echo_warnings=False)
     after = load(args.after, progress=None, echo_warnings=False)
     doc = build_diff(before, after, min_gap_us=min_gap_us)
-    if args.format == "json":
-        import json
-
-        # The JSON carries the warnings too; stderr shows them to whoever runs the command.
-        for w in doc["warnings"]:
-            warn(w)
-        emit(json.dumps(jsonable(doc), allow_nan=False, indent=1) + "\n", args.output, "diff")
-    elif args.format == "html":
-        from speedtrace.analysis.html_figures import diff_figures
-        from speedtrace.analysis.render_html import render_html
-
-        # The page shows the warnings at its top; stderr shows them to whoever runs the command.
-        for w in doc["warnings"]:
-            warn(w)
-        emit(render_html(diff_sections(doc), diff_figures(before, after, doc)), args.output, "diff")
-    else:
-        emit(render(diff_sections(doc), args.format), args.output, "diff")
+    publish(doc, args.format, args.output, "diff", diff_sections, lambda: diff_figures(before, after, doc))
     return 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 
-from speedtrace.errors import SpeedtraceError, warn
+from speedtrace.commands.output import check_output, publish, trace_path
+from speedtrace.errors import SpeedtraceError
 
 DESCRIPTION = """\
 Summarise a torch.profiler trace (.json or .json.gz) or a directory of per-rank traces:
@@ -84,67 +84,24 @@ def microseconds_option(name: str, text: str) -> float:
     return value
 
 
-def check_output(fmt: str, output: str | None) -> None:
-    """An HTML page is several megabytes of markup: never poured onto a terminal."""
-    if fmt == "html" and not output:
-        raise SpeedtraceError("--format html writes a file: give -o FILE (e.g. -o report.html)")
-
-
-def emit(text: str, output: str | None, what: str) -> None:
-    """``text`` to standard output, or to the file ``output`` (written whole or not at all, and
-    a line on stderr saying where it went)."""
-    if output is None:
-        # The text forms use µ, ≥ and ·; never fail on a terminal that cannot show them.
-        if hasattr(sys.stdout, "reconfigure"):
-            sys.stdout.reconfigure(errors="replace")
-        print(text, end="")
-        return
-    from speedtrace.commands.output import write_file
-
-    write_file(output, text, what)
-    print(f"speedtrace: wrote the {what} to {output} ({len(text.encode()) / 1e6:.1f} MB)", file=sys.stderr)
-
-
 def run(args) -> int:
-    from speedtrace import samples
-
     steps = parse_steps(args.steps)
     rank = _int_option("--rank", args.rank)
     top = _int_option("--top", args.top)
     min_gap_us = microseconds_option("--min-gap-us", args.min_gap_us)
     check_output(args.format, args.output)
-
-    if args.sample == "list":
-        print(samples.list_samples())
+    path = trace_path(args.path, args.sample)
+    if path is None:
         return 0
-    if args.sample is not None and args.path is not None:
-        raise SpeedtraceError("give PATH or --sample NAME, not both")
-    path = args.path if args.path is not None else samples.sample_path(args.sample or samples.DEFAULT_SAMPLE)
 
     # Imported here so that `speedtrace --help` and the other commands stay light.
+    from speedtrace.analysis.html_figures import report_figures
     from speedtrace.analysis.load import load
-    from speedtrace.analysis.render import render
-    from speedtrace.analysis.report import build_report, jsonable
+    from speedtrace.analysis.report import build_report
     from speedtrace.analysis.report_sections import report_sections
 
     trace_set = load(path, progress=None, echo_warnings=False)
     report = build_report(trace_set, steps=steps, rank=rank, top=top, min_gap_us=min_gap_us)
-    if args.format == "json":
-        import json
-
-        # The JSON carries the warnings too; stderr shows them to whoever runs the command.
-        for w in report["warnings"]:
-            warn(w)
-        emit(json.dumps(jsonable(report), allow_nan=False, indent=1) + "\n", args.output, "report")
-    elif args.format == "html":
-        from speedtrace.analysis.html_figures import report_figures
-        from speedtrace.analysis.render_html import render_html
-
-        # The page shows the warnings at its top; stderr shows them to whoever runs the command.
-        for w in report["warnings"]:
-            warn(w)
-        figures = report_figures(trace_set, report)
-        emit(render_html(report_sections(report), figures), args.output, "report")
-    else:
-        emit(render(report_sections(report), args.format), args.output, "report")
+    publish(report, args.format, args.output, "report", report_sections,
+            lambda: report_figures(trace_set, report))
     return 0

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
-from speedtrace.commands.output import check_output_file, write_file
+from speedtrace.commands.output import check_output_file, trace_path, write_file
 from speedtrace.commands.report import _int_option, microseconds_option, parse_steps
-from speedtrace.errors import SpeedtraceError
 
 DESCRIPTION = """\
 Draw the GPU timeline of a torch.profiler trace (.json or .json.gz) or of a directory of
@@ -63,18 +62,13 @@ def render_page(trace_set, fig, *, title: str, warnings: list[str]) -> str:
 
 
 def run(args) -> int:
-    from speedtrace import samples
-
     steps = parse_steps(args.steps)
     rank = _int_option("--rank", args.rank)
     min_gap_us = microseconds_option("--min-gap-us", args.min_gap_us)
-    if args.sample == "list":
-        print(samples.list_samples())
+    path = trace_path(args.path, args.sample)
+    if path is None:
         return 0
-    if args.sample is not None and args.path is not None:
-        raise SpeedtraceError("give PATH or --sample NAME, not both")
     out = check_output_file(args.output, "HTML page")
-    path = args.path if args.path is not None else samples.sample_path(args.sample or samples.DEFAULT_SAMPLE)
 
     from speedtrace.analysis.figures_timeline import build_figure, select_blocks, timeline_title
     from speedtrace.analysis.load import load
