@@ -37,6 +37,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_kernels import import_kernels  # noqa: E402  (one way to find speedtrace.kernels)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # The trainer's shapes at world size 1, stage 1 (the record's micro-batch is 16,384 tokens).
@@ -73,18 +77,6 @@ def kernel_checks():
         sys.path.insert(0, str(ROOT / "tests"))
     import kernel_checks
     return kernel_checks
-
-
-def import_kernels():
-    """speedtrace.kernels, installed or straight from this checkout (kernels/ as the subpackage)."""
-    try:
-        import speedtrace.kernels as K
-    except ModuleNotFoundError:
-        sys.path.insert(0, str(ROOT))
-        import speedtrace
-        speedtrace.__path__.append(str(ROOT))
-        import speedtrace.kernels as K
-    return K
 
 
 def load_record(anchor: Path):
