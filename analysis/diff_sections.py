@@ -9,7 +9,7 @@ verdict. Section keys: ``header``, ``metrics``, ``kernels``, ``select_backward``
 
 from __future__ import annotations
 
-from speedtrace.analysis.fmt import count_text, minus, split_key
+from speedtrace.analysis.fmt import count_text, minus, short, us1
 from speedtrace.analysis.sections import Document, Para, Section, Table
 
 KERNELS_SHOWN = 20
@@ -41,21 +41,6 @@ def _delta(key: str, m: dict) -> tuple[str, str]:
         text = f"{d:+,.1f}"
     pct = "n/a" if m.get("delta_pct") is None else f"{m['delta_pct']:+.1f}%"
     return minus(text), minus(pct)
-
-
-def _short(name, width: int = NAME_WIDTH) -> str:
-    """``name`` cut to ``width`` with "…"; a kernel key's ``<<<grid, block>>>`` is kept whole."""
-    name = "" if name is None else str(name)
-    if len(name) <= width:
-        return name
-    base, config = split_key(name)
-    if config and width - len(config) >= 12:
-        return base[: width - len(config) - 1] + "…" + config
-    return name[: width - 1] + "…"
-
-
-def _us(x) -> str:
-    return "n/a" if x is None else f"{x:,.1f}"
 
 
 def _n(n: int, noun: str) -> str:
@@ -102,7 +87,7 @@ def _absorbed_text(doc: dict, k: dict) -> str | None:
     parts = []
     for key in k["absorbed"]:
         e = by_key.get(key)
-        detail = f" ({count_text(e['before_count'])}, {_us(e['before_us'])} µs)" if e else ""
+        detail = f" ({count_text(e['before_count'])}, {us1(e['before_us'])} µs)" if e else ""
         parts.append(f"{key}{detail}")
     return "absorbed " + ", ".join(parts)
 
@@ -123,7 +108,7 @@ def _select_backward_text(doc: dict) -> str:
 
     def side(which):
         return (f"{count_text(m['select_backward_kernels'][which])} dedicated "
-                f"({_us(m['select_backward_us'][which])} µs), "
+                f"({us1(m['select_backward_us'][which])} µs), "
                 f"{count_text(m['select_backward_fused_kernels'][which])} fused")
 
     return f"{side('before')} → {side('after')}"
@@ -138,7 +123,7 @@ def _sm_comm_lines(doc: dict) -> list[str]:
                        ("comm_queue_us", "comm queueing (ready, not started)"),
                        ("comm_queue_full_sm_us", "comm queueing while compute held every SM"),
                        ("comm_wait_inputs_us", "comm waiting for inputs")):
-        out.append(f"{words}: {_us(m[key]['before'])} → {_us(m[key]['after'])} µs")
+        out.append(f"{words}: {us1(m[key]['before'])} → {us1(m[key]['after'])} µs")
     overlap = m["comp_comm_overlap_pct"]
     out.append(f"comm/compute overlap: {_value('comp_comm_overlap_pct', overlap['before'])} → "
                f"{_value('comp_comm_overlap_pct', overlap['after'])}")
@@ -160,8 +145,8 @@ def _collective_blocks(doc: dict) -> list:
     if not c.get("kinds"):
         return [Para("no collectives on either side")]
     rows = [[k["kind"], f"{count_text(round(k['before_count'], 1))} → {count_text(round(k['after_count'], 1))}",
-             f"{_size(k['before_bytes'])} → {_size(k['after_bytes'])}", _us(k["before_us"]), _us(k["after_us"]),
-             _us(k["before_exposed_us"]), _us(k["after_exposed_us"]),
+             f"{_size(k['before_bytes'])} → {_size(k['after_bytes'])}", us1(k["before_us"]), us1(k["after_us"]),
+             us1(k["before_exposed_us"]), us1(k["after_exposed_us"]),
              minus(f"{k['after_exposed_us'] - k['before_exposed_us']:+,.1f}")] for k in c["kinds"]]
     blocks: list = [Table(["kind", "count", "size", "before µs", "after µs", "before exposed µs",
                            "after exposed µs", "Δ exposed µs"], rows, right=frozenset({3, 4, 5, 6, 7}))]
@@ -169,8 +154,8 @@ def _collective_blocks(doc: dict) -> list:
     if changes:
         blocks.append(Para("launch phase changed:"))
         blocks.append(Table(["kind", "step", "before phase", "after phase", "count"],
-                            [[p["kind"], str(p["step"]), _short(p["before_phase"] or "-", 40),
-                              _short(p["after_phase"] or "-", 40), str(p["count"])] for p in changes],
+                            [[p["kind"], str(p["step"]), short(p["before_phase"] or "-", 40),
+                              short(p["after_phase"] or "-", 40), str(p["count"])] for p in changes],
                             right=frozenset({1, 4}), code=frozenset({2, 3})))
     return blocks
 
@@ -181,9 +166,9 @@ def _gap_rows(doc: dict) -> tuple[list[list[str]], int]:
     rows = [["status", "kind", "phase", "before n", "before µs", "after n", "after µs", "Δµs", ""]]
     changed = [g for g in doc["gaps"] if g["status"] != "same"]
     for g in changed[:GAP_GROUPS_SHOWN]:
-        rows.append([g["status"], g["kind"], _short(g["phase"] or "-", 48),
-                     count_text(round(g["before"]["count"], 1)), _us(g["before"]["total_us"]),
-                     count_text(round(g["after"]["count"], 1)), _us(g["after"]["total_us"]),
+        rows.append([g["status"], g["kind"], short(g["phase"] or "-", 48),
+                     count_text(round(g["before"]["count"], 1)), us1(g["before"]["total_us"]),
+                     count_text(round(g["after"]["count"], 1)), us1(g["after"]["total_us"]),
                      minus(f"{g['delta_us']:+,.1f}"), "*" if g.get("significant") else ""])
     return rows, max(0, len(changed) - GAP_GROUPS_SHOWN)
 
@@ -203,8 +188,8 @@ def diff_sections(doc: dict) -> Document:
     if shown:
         rows, notes = [], {}
         for k in shown:
-            rows.append([k["status"], _short(k["key"]), _counts(k), _us(k["before_us"]),
-                         _us(k["after_us"]), minus(f"{k['delta_us']:+,.1f}"),
+            rows.append([k["status"], short(k["key"], NAME_WIDTH), _counts(k), us1(k["before_us"]),
+                         us1(k["after_us"]), minus(f"{k['delta_us']:+,.1f}"),
                          "*" if k.get("significant") else ""])
             found = _kernel_notes(doc, k)
             if found:

@@ -77,11 +77,6 @@ def minus(text: str) -> str:
     return text.replace("-", "\u2212")
 
 
-def short(name, width: int = NAME_WIDTH) -> str:
-    name = "" if name is None else str(name)
-    return name if len(name) <= width else name[: width - 1] + "…"
-
-
 # A kernel key's launch configuration, ``<<<grid, block>>>`` (kernels.config_text).
 _CONFIG_SUFFIX = re.compile(r"<<<[0-9(), ?]+>>>$")
 
@@ -105,6 +100,18 @@ def split_key(key: str) -> tuple[str, str]:
     """(name part, ``<<<grid, block>>>`` suffix or "") of a kernel key."""
     m = _CONFIG_SUFFIX.search(key)
     return (key[: m.start()], m.group(0)) if m else (key, "")
+
+
+def short(name, width: int = NAME_WIDTH) -> str:
+    """``name`` cut to ``width`` with "…"; a kernel key's ``<<<grid, block>>>`` is kept whole
+    (the name before it is cut) where that leaves at least 12 characters of name."""
+    name = "" if name is None else str(name)
+    if len(name) <= width:
+        return name
+    base, config = split_key(name)
+    if config and width - len(config) >= 12:
+        return base[: width - len(config) - 1] + "…" + config
+    return name[: width - 1] + "…"
 
 
 def kernel_name(name, width: int = NAME_WIDTH) -> str:

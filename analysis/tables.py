@@ -1,4 +1,4 @@
-"""Plain-text and GitHub-markdown tables, shared by the report, diff and run-comparison renderers."""
+"""Plain-text tables (the text renderer and compare-runs) and markdown cell escaping (compare-runs)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,3 @@ def text_table(rows: list[list[str]], right: set[int], indent: str = "") -> list
 def md_escape(text) -> str:
     """A cell's text with the characters that would break a markdown table row escaped."""
     return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(rows: list[list[str]], right: set[int]) -> list[str]:
-    """A GitHub table: the first row is the header; columns in ``right`` are right-aligned."""
-    head = "| " + " | ".join(md_escape(c) for c in rows[0]) + " |"
-    rule = "|" + "|".join("---:" if i in right else "---" for i in range(len(rows[0]))) + "|"
-    return [head, rule] + ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows[1:]]
