@@ -37,6 +37,7 @@ from speedtrace.analysis.events import Cat, RankTrace, Records, TraceSet
 from speedtrace.analysis.gaps import gap_table
 from speedtrace.analysis.kernels import kernel_table, key_index
 from speedtrace.analysis.links import PROFILER_STEP
+from speedtrace.analysis.memo import keep_last
 from speedtrace.analysis.sums import TOTAL_KEYS, Sums, sums_of  # noqa: F401  (TOTAL_KEYS re-exported)
 from speedtrace.analysis.timeline import DeviceTimeline, device_timeline
 
@@ -280,12 +281,22 @@ def device_report(rank_trace: RankTrace, device_id: int, run=None, *,
 # ------------------------------------------------------------------------- public API
 
 
-def _entries(trace_set: TraceSet, rank: int | None, **kw):
-    for rt in trace_set.ranks:
-        if rank is not None and rt.rank != rank:
-            continue
-        for device_id in rt.gpu_devices():
-            yield device_report(rt, device_id, trace_set.run, **kw)
+@keep_last()
+def _metrics_by_min_gap(trace_set: TraceSet) -> dict[float, list[DeviceMetrics]]:
+    """min_gap_us -> the ``DeviceMetrics`` of every (rank, device), filled on demand: the
+    public functions below (and the figures built on them) share one computation per trace
+    set instead of each building every timeline again."""
+    return {}
+
+
+def _entries(trace_set: TraceSet, rank: int | None, *, min_gap_us: float = 5.0, top: int | None = None):
+    by_gap = _metrics_by_min_gap(trace_set)
+    if min_gap_us not in by_gap:
+        by_gap[min_gap_us] = [device_metrics(rt, d, trace_set.run, min_gap_us=min_gap_us)
+                              for rt in trace_set.ranks for d in rt.gpu_devices()]
+    for m in by_gap[min_gap_us]:
+        if rank is None or m.rank == rank:
+            yield report_entry(m, top)
 
 
 def totals(trace_set: TraceSet, *, rank: int | None = None) -> Records:
@@ -311,7 +322,7 @@ def gaps(trace_set: TraceSet, *, min_gap_us: float = 5.0, top: int | None = None
          rank: int | None = None) -> Records:
     """Idle and exposed-comm gaps at or above ``min_gap_us``, longest first, ``top`` per
     (rank, device); times relative to each rank's first GPU start."""
-    return Records(g for e in _entries(trace_set, rank, min_gap_us=min_gap_us, top=top)
+    return Records(dict(g) for e in _entries(trace_set, rank, min_gap_us=min_gap_us, top=top)
                    for g in e["gaps"])
 
 
