@@ -40,3 +40,18 @@ def test_a_failed_derivation_is_not_kept():
         pass
     state["fail"] = False
     assert derive(o) == "ok"
+
+
+def test_public_tables_share_one_computation_per_trace_set(monkeypatch):
+    import speedtrace.analysis as sa
+    from speedtrace.analysis import metrics
+    from speedtrace.samples import sample_path
+
+    built = []
+    real = metrics.device_timeline
+    monkeypatch.setattr(metrics, "device_timeline", lambda *a, **k: built.append(a[1]) or real(*a, **k))
+    ts = sa.load(sample_path("nccl-a100"), echo_warnings=False)
+    sa.totals(ts), sa.steps(ts), sa.phases(ts), sa.gaps(ts), sa.kernels(ts)
+    assert built == [0]                      # one device, one timeline for all five tables
+    sa.gaps(ts, min_gap_us=1.0)              # another threshold is another computation
+    assert len(built) == 2
